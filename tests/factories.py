@@ -1,0 +1,32 @@
+"""Builders of small, real artifacts for tests: a run directory with seeded random weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from trainer.config import ModelConfig, TrainConfig
+from trainer.models import InputSpec, build_model
+from trainer.rundir import WEIGHTS_FILE, save_weights, write_config
+
+DIGITS_SPEC = InputSpec(
+    shape=(1, 8, 8), num_classes=10, mean=4.88, std=6.02, value_range=(0.0, 16.0),
+    class_labels=tuple(str(d) for d in range(10)),
+)
+
+
+def make_run_dir(run_dir: Path, model: ModelConfig, spec: InputSpec = DIGITS_SPEC, seed: int = 0) -> Path:
+    """Write a run directory whose network has seeded random weights (biases and BN stats too)."""
+    torch.manual_seed(seed)
+    net = build_model(model, spec)
+    with torch.no_grad():
+        for name, tensor in net.state_dict().items():
+            if name.endswith(("bias", "running_mean")):
+                tensor.normal_(0.0, 0.1)
+            elif name.endswith("running_var"):
+                tensor.uniform_(0.5, 2.0)
+    config = TrainConfig(model=model, seed=seed)
+    write_config(run_dir, config, spec, {"name": "synthetic", "train": 0, "val": 0, "test": 0})
+    save_weights(run_dir / WEIGHTS_FILE, net)
+    return run_dir

@@ -1,0 +1,148 @@
+"""The run directory: what a training run writes and what the exporter reads.
+
+Layout::
+
+    RUN_DIR/config.json        everything needed to rebuild the model (see RUN_FORMAT)
+    RUN_DIR/model.safetensors  best-by-validation weights (state_dict, no pickle)
+    RUN_DIR/metrics.jsonl      one JSON object per epoch
+    RUN_DIR/curves.png         learning curves
+    RUN_DIR/checkpoint/        latest state for --resume (weights, optimiser, RNG, epoch)
+
+``config.json`` holds ``format``, ``dropnet_version``, ``config`` (a :class:`TrainConfig` dict),
+``input`` (an :class:`InputSpec` dict), ``dataset`` (name, split sizes), ``versions`` (python,
+torch, numpy), ``created`` (UTC ISO time), ``command`` (argv) and, once training ends,
+``final_metrics``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import dropnet
+from dropnet.errors import ConfigError, RunDirError
+from dropnet.fileio import atomic_write, atomic_write_json
+from trainer.config import TrainConfig
+from trainer.models import InputSpec, build_model
+
+RUN_FORMAT = "dropnet-run/1"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+METRICS_FILE = "metrics.jsonl"
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software that made an artifact."""
+    return {
+        "dropnet": dropnet.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def spec_to_dict(spec: InputSpec) -> dict[str, Any]:
+    """JSON form of an :class:`InputSpec`."""
+    return asdict(spec)
+
+
+def spec_from_dict(raw: dict[str, Any]) -> InputSpec:
+    """Inverse of :func:`spec_to_dict`."""
+    return InputSpec(
+        shape=tuple(int(d) for d in raw["shape"]),
+        num_classes=int(raw["num_classes"]),
+        mean=float(raw["mean"]),
+        std=float(raw["std"]),
+        value_range=(float(raw["value_range"][0]), float(raw["value_range"][1])),
+        class_labels=tuple(str(c) for c in raw["class_labels"]),
+    )
+
+
+def write_config(run_dir: Path, config: TrainConfig, spec: InputSpec, dataset: dict[str, Any]) -> None:
+    """Write ``config.json`` describing a run that is about to start."""
+    atomic_write_json(
+        Path(run_dir) / CONFIG_FILE,
+        {
+            "format": RUN_FORMAT,
+            "dropnet_version": dropnet.__version__,
+            "config": config.to_dict(),
+            "input": spec_to_dict(spec),
+            "dataset": dataset,
+            "versions": versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": sys.argv,
+        },
+    )
+
+
+def update_config(run_dir: Path, **fields: Any) -> None:
+    """Add or replace top-level fields of an existing ``config.json``."""
+    raw = read_config(run_dir)
+    raw.update(fields)
+    atomic_write_json(Path(run_dir) / CONFIG_FILE, raw)
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """The parsed ``config.json`` of ``run_dir``, or a :class:`RunDirError` saying what is wrong."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise RunDirError(f"{run_dir} is not a dropnet run directory: {CONFIG_FILE} is missing")
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunDirError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict) or raw.get("format") != RUN_FORMAT:
+        raise RunDirError(f"{path}: expected format {RUN_FORMAT!r}, got {raw.get('format') if isinstance(raw, dict) else raw!r}")
+    return raw
+
+
+def save_weights(path: Path, model: nn.Module) -> None:
+    """Write the model's state_dict as safetensors, atomically."""
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+
+
+def load_weights(path: Path, model: nn.Module) -> None:
+    """Load safetensors weights into ``model``, refusing missing, corrupt or mismatched files."""
+    if not Path(path).is_file():
+        raise RunDirError(f"weights file {path} is missing")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RunDirError(f"{path}: not a readable safetensors file ({exc})") from None
+    expected = model.state_dict()
+    if set(state) != set(expected):
+        missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        raise RunDirError(f"{path}: tensors do not match the configured model (missing {missing}, unexpected {extra})")
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise RunDirError(
+                f"{path}: tensor {name} has shape {tuple(tensor.shape)}, the config expects {tuple(expected[name].shape)}"
+            )
+    model.load_state_dict(state)
+
+
+def load_run(run_dir: str | Path) -> tuple[TrainConfig, InputSpec, nn.Sequential]:
+    """Rebuild a run's network from ``config.json`` and load its best weights, in eval mode."""
+    run_dir = Path(run_dir)
+    raw = read_config(run_dir)
+    try:
+        config = TrainConfig.from_dict(raw["config"])
+        spec = spec_from_dict(raw["input"])
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        raise RunDirError(f"{run_dir / CONFIG_FILE}: incomplete or invalid ({exc})") from None
+    model = build_model(config.model, spec)
+    load_weights(run_dir / WEIGHTS_FILE, model)
+    model.eval()
+    return config, spec, model
