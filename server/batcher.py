@@ -1,0 +1,236 @@
+"""Dynamic batching: concurrent requests for the same model, version, mode and sample count share
+one onnxruntime run.
+
+Each key has a FIFO queue and a consumer task. A batch is formed once ``max_batch_size`` rows wait
+or the oldest request has waited ``max_queue_delay_ms``, and a worker thread is free; the rows of
+its requests (and, in MC mode, their per-row seeds) are concatenated, run once in the worker pool,
+and the outputs are split back. A row's MC masks depend on its seed alone, so every request gets
+exactly what it would get served alone. Requests are never split: one larger than
+``max_batch_size`` runs by itself. With batching off every batch holds a single request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from dropnet.errors import ResourceExhaustedError
+from server.metrics import ServerMetrics
+from server.settings import ServerSettings
+
+ROW_AXIS = {"samples": 1}
+"""Axis holding the rows in outputs where it is not axis 0 (``samples`` is [T, B, C])."""
+
+Outputs = dict[str, np.ndarray]
+
+
+class Engine(Protocol):
+    """What the batcher runs: the part of :class:`server.predictor.Predictor` it needs."""
+
+    def run_deterministic(self, x: np.ndarray) -> Outputs: ...
+
+    def run_mc(self, x: np.ndarray, num_samples: int, row_seeds: np.ndarray, outputs: tuple[str, ...]) -> Outputs: ...
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What one onnxruntime run computes; requests with equal specs (and engine) can share a run."""
+
+    model: str
+    version: str
+    mode: str
+    """"deterministic" or "mc"."""
+    num_samples: int = 0
+    """MC samples T (0 in deterministic mode)."""
+
+
+@dataclass(eq=False)  # compared by identity: a request is found in its queue by being that object
+class _Request:
+    x: np.ndarray
+    row_seeds: np.ndarray | None
+    outputs: tuple[str, ...]
+    future: asyncio.Future[Outputs]
+    arrived: float
+
+    @property
+    def rows(self) -> int:
+        return int(self.x.shape[0])
+
+
+@dataclass
+class _Queue:
+    """Requests waiting for one (spec, engine) and the task that batches them."""
+
+    spec: RunSpec
+    engine: Engine
+    items: deque[_Request] = field(default_factory=deque)
+    rows: int = 0
+    arrival: asyncio.Event = field(default_factory=asyncio.Event)
+    consumer: asyncio.Task[None] | None = None
+    flushing: bool = False
+    """Set on shutdown: batches are formed at once, without waiting for batch-mates."""
+
+    def put(self, request: _Request) -> None:
+        self.items.append(request)
+        self.rows += request.rows
+        self.arrival.set()
+
+    def discard(self, request: _Request) -> None:
+        if request in self.items:
+            self.items.remove(request)
+            self.rows -= request.rows
+
+    def take(self, max_rows: int) -> list[_Request]:
+        """The oldest live requests holding at most ``max_rows`` rows (at least one request)."""
+        batch: list[_Request] = []
+        rows = 0
+        while self.items:
+            request = self.items[0]
+            if not request.future.done() and batch and rows + request.rows > max_rows:
+                break
+            self.items.popleft()
+            self.rows -= request.rows
+            if not request.future.done():  # cancelled before its batch started: no work for it
+                batch.append(request)
+                rows += request.rows
+        return batch
+
+    async def wait_full(self, max_rows: int, delay: float) -> None:
+        """Return once ``max_rows`` rows wait or the oldest request has waited ``delay`` seconds."""
+        loop = asyncio.get_running_loop()
+        while self.items and self.rows < max_rows and not self.flushing:
+            timeout = self.items[0].arrived + delay - loop.time()
+            if timeout <= 0:
+                return
+            self.arrival.clear()
+            try:
+                await asyncio.wait_for(self.arrival.wait(), timeout)
+            except asyncio.TimeoutError:
+                return
+
+
+def run_batch(engine: Engine, spec: RunSpec, batch: list[_Request]) -> list[Outputs]:
+    """One onnxruntime run for every request of ``batch`` (in a worker thread); the outputs of each."""
+    x = np.concatenate([request.x for request in batch])
+    if spec.mode == "mc":
+        seeds = np.concatenate([request.row_seeds for request in batch])
+        wanted = tuple(dict.fromkeys(name for request in batch for name in request.outputs))
+        result = engine.run_mc(x, spec.num_samples, seeds, wanted)
+    else:
+        result = engine.run_deterministic(x)
+    answers: list[Outputs] = []
+    start = 0
+    for request in batch:
+        rows = slice(start, start + request.rows)
+        answers.append({name: _rows(result[name], ROW_AXIS.get(name, 0), rows) for name in request.outputs})
+        start = rows.stop
+    return answers
+
+
+def _rows(array: np.ndarray, axis: int, rows: slice) -> np.ndarray:
+    """The ``rows`` of ``array`` along ``axis``, as a contiguous array."""
+    index = [slice(None)] * array.ndim
+    index[axis] = rows
+    return np.ascontiguousarray(array[tuple(index)])
+
+
+class Batcher:
+    """Queues requests per (spec, engine) and runs them in batches on a pool of worker threads."""
+
+    def __init__(self, settings: ServerSettings, metrics: ServerMetrics) -> None:
+        self._max_rows = settings.max_batch_size if settings.batching else 1
+        self._delay = settings.max_queue_delay_ms / 1000 if settings.batching else 0.0
+        self._max_queue = settings.max_queue_size
+        self._metrics = metrics
+        self._executor = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix="dropnet-infer")
+        self._free_workers = asyncio.Semaphore(settings.inference_workers)
+        self._queues: dict[tuple[RunSpec, int], _Queue] = {}
+        self._running: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def submit(
+        self, spec: RunSpec, engine: Engine, x: np.ndarray, row_seeds: np.ndarray | None, outputs: tuple[str, ...]
+    ) -> Outputs:
+        """The ``outputs`` of ``engine`` for validated rows ``x`` (and, in MC mode, their seeds), batched with others."""
+        if self._closed:
+            raise ResourceExhaustedError("the server is shutting down and takes no new requests; retry on another instance")
+        waiting = self.waiting(spec.model)
+        if waiting >= self._max_queue:
+            raise ResourceExhaustedError(
+                f"model {spec.model!r} has {waiting} requests waiting, the most allowed (max_queue_size); retry later"
+            )
+        loop = asyncio.get_running_loop()
+        request = _Request(x, row_seeds, outputs, loop.create_future(), loop.time())
+        key = (spec, id(engine))
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = _Queue(spec, engine)
+            queue.consumer = asyncio.create_task(self._consume(key, queue), name=f"dropnet-batch-{spec.model}")
+        queue.put(request)
+        self._report_depth(spec.model)
+        try:
+            return await request.future
+        except asyncio.CancelledError:
+            queue.discard(request)
+            self._report_depth(spec.model)
+            raise
+
+    def waiting(self, model: str) -> int:
+        """Requests for ``model`` that wait for their batch to start."""
+        return sum(len(queue.items) for queue in self._queues.values() if queue.spec.model == model)
+
+    async def drain(self) -> None:
+        """Refuse new requests, run every queued batch now and let running ones finish, then stop the workers."""
+        self._closed = True
+        for queue in self._queues.values():
+            queue.flushing = True
+            queue.arrival.set()
+        while self._queues or self._running:
+            consumers = [queue.consumer for queue in self._queues.values() if queue.consumer is not None]
+            await asyncio.gather(*consumers, *self._running, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    async def _consume(self, key: tuple[RunSpec, int], queue: _Queue) -> None:
+        """Form batches from ``queue`` until it is empty, then retire it."""
+        try:
+            while queue.items:
+                await queue.wait_full(self._max_rows, self._delay)
+                await self._free_workers.acquire()
+                batch = queue.take(self._max_rows)
+                self._report_depth(queue.spec.model)
+                if not batch:
+                    self._free_workers.release()
+                    continue
+                task = asyncio.create_task(self._run(queue, batch))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+        finally:
+            del self._queues[key]
+            for request in queue.items:  # only left when the consumer itself failed or was cancelled
+                request.future.cancel()
+
+    async def _run(self, queue: _Queue, batch: list[_Request]) -> None:
+        """Run ``batch`` in a worker thread and hand each request its outputs (or the error)."""
+        spec = queue.spec
+        try:
+            self._metrics.batch_rows.labels(spec.model, spec.mode).observe(sum(request.rows for request in batch))
+            loop = asyncio.get_running_loop()
+            answers = await loop.run_in_executor(self._executor, run_batch, queue.engine, spec, batch)
+        except Exception as exc:
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(exc)
+        else:
+            for request, answer in zip(batch, answers):
+                if not request.future.done():
+                    request.future.set_result(answer)
+        finally:
+            self._free_workers.release()
+
+    def _report_depth(self, model: str) -> None:
+        self._metrics.queue_depth.labels(model).set(self.waiting(model))

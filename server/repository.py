@@ -1,0 +1,255 @@
+"""The models directory: find model packages, load them, and keep them current (hot reload).
+
+Layout: ``DIR/NAME/manifest.json`` (one unversioned package; its version comes from the manifest)
+or ``DIR/NAME/VERSION/manifest.json`` (versioned; the directory names the version). Names and
+versions starting with "." are skipped, so a package can be staged in a hidden directory and
+renamed into place.
+
+A package is (re)loaded when its fingerprint, the (mtime, size, inode) of its manifest and ONNX
+files, changes. A new or changed package must load (SHA-256 checks in :meth:`Predictor.load`) and
+answer a test inference in both modes before it replaces what was serving; a package that fails
+is logged and retried only once its files change again, while the version it was to replace keeps
+serving. A package whose files change while it loads is retried on the next scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dropnet.errors import ConfigError, DropnetError, ModelPackageError, NotFoundError
+from exporter.manifest import MANIFEST_FILE, ONNX_FILES
+from exporter.seeding import row_seeds
+from server.predictor import Predictor
+from server.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+Fingerprint = tuple[tuple[int, int, int] | None, ...]
+"""(mtime_ns, size, inode) of the manifest and each ONNX file; None for a missing file."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified package that is serving."""
+
+    name: str
+    version: str
+    path: Path
+    predictor: Predictor
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model of the repository as listed to clients."""
+
+    name: str
+    versions: tuple[str, ...]
+    """Every version found on disk, oldest first (for an unversioned package: its loaded version)."""
+    latest: str | None
+    """The highest loaded version, used when a request names none; None while none is loaded."""
+    ready: bool
+    """Whether at least one version is loaded."""
+
+
+@dataclass(frozen=True)
+class PackageDir:
+    """A package directory found by a scan; ``version`` is None when the manifest decides it."""
+
+    name: str
+    version: str | None
+
+
+def version_key(version: str) -> tuple[int, int, str]:
+    """Sort key of versions: numeric ones numerically and above any non-numeric one."""
+    return (1, int(version), version) if version.isdigit() else (0, 0, version)
+
+
+def fingerprint(package_dir: Path) -> Fingerprint:
+    """The (mtime_ns, size, inode) of each file of the package, None where a file is missing."""
+    stats: list[tuple[int, int, int] | None] = []
+    for file_name in (MANIFEST_FILE, *ONNX_FILES):
+        try:
+            stat = (package_dir / file_name).stat()
+        except OSError:
+            stats.append(None)
+        else:
+            stats.append((stat.st_mtime_ns, stat.st_size, stat.st_ino))
+    return tuple(stats)
+
+
+def discover(models_dir: Path) -> dict[Path, tuple[PackageDir, Fingerprint]]:
+    """Every package directory under ``models_dir`` with its fingerprint, by path."""
+    found: dict[Path, tuple[PackageDir, Fingerprint]] = {}
+    for model_dir in sorted(models_dir.iterdir()):
+        if model_dir.name.startswith(".") or not model_dir.is_dir():
+            continue
+        if (model_dir / MANIFEST_FILE).is_file():
+            found[model_dir] = (PackageDir(model_dir.name, None), fingerprint(model_dir))
+            continue
+        for version_dir in sorted(model_dir.iterdir()):
+            if not version_dir.name.startswith(".") and (version_dir / MANIFEST_FILE).is_file():
+                found[version_dir] = (PackageDir(model_dir.name, version_dir.name), fingerprint(version_dir))
+    return found
+
+
+def verify_inference(predictor: Predictor, where: Path) -> None:
+    """Run one row at the midpoint of the input's value range in both modes; raise if the answers are wrong."""
+    spec = predictor.manifest["input"]
+    low, high = spec["value_range"]
+    x = np.full((1, *spec["shape"]), (low + high) / 2, dtype=np.float32)
+    answers = {
+        "deterministic": predictor.run_deterministic(x)["probabilities"],
+        "mc": predictor.run_mc(x, 2, row_seeds(0, 1), ("probabilities",))["probabilities"],
+    }
+    expected = (1, len(predictor.manifest["classes"]))
+    for mode, probabilities in answers.items():
+        if probabilities.shape != expected or not np.all(np.isfinite(probabilities)):
+            raise ModelPackageError(
+                f"{where}: test inference in {mode} mode gave probabilities of shape {probabilities.shape} "
+                f"with values {probabilities.ravel()[:4].tolist()}...; expected finite values of shape {expected}"
+            )
+
+
+def _by_name(loaded: dict[Path, LoadedModel]) -> dict[str, dict[str, LoadedModel]]:
+    """Loaded models as name → version → model."""
+    models: dict[str, dict[str, LoadedModel]] = {}
+    for model in loaded.values():
+        models.setdefault(model.name, {})[model.version] = model
+    return models
+
+
+class ModelRepository:
+    """The packages of ``settings.models_dir``, loaded as predictors and rescanned every reload interval."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self._settings = settings
+        self._found: dict[Path, PackageDir] = {}
+        self._attempted: dict[Path, Fingerprint] = {}
+        self._loaded: dict[Path, LoadedModel] = {}
+        self._models: dict[str, dict[str, LoadedModel]] = {}
+        self._started = False
+        self._reload_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Load every package, then rescan every ``reload_interval_s`` (0: never)."""
+        models_dir = Path(self._settings.models_dir)
+        if not models_dir.is_dir():
+            raise ConfigError(f"models directory {models_dir} does not exist; expected a directory of model packages")
+        await self.scan()
+        self._started = True
+        if self._settings.reload_interval_s > 0:
+            self._reload_task = asyncio.create_task(self._reload_loop(), name="dropnet-model-reload")
+
+    async def stop(self) -> None:
+        """Stop rescanning; loaded models keep serving until the repository is dropped."""
+        if self._reload_task is not None:
+            self._reload_task.cancel()
+            try:
+                await self._reload_task
+            except asyncio.CancelledError:
+                pass
+            self._reload_task = None
+
+    async def scan(self) -> None:
+        """Bring the loaded models in line with the directory: load new or changed packages, drop removed ones.
+
+        The loaded set is swapped in one step once every load has settled, so requests never see a half-done scan.
+        """
+        found = await asyncio.to_thread(discover, Path(self._settings.models_dir))
+        changed = [(path, package, fp) for path, (package, fp) in found.items() if fp != self._attempted.get(path)]
+        results = await asyncio.gather(*(asyncio.to_thread(self._load, *args) for args in changed))
+        loaded = {path: model for path, model in self._loaded.items() if path in found}
+        for path in self._loaded.keys() - found.keys():
+            model = self._loaded[path]
+            log.info("unloaded model %s version %s: %s was removed", model.name, model.version, path)
+        self._attempted = {path: fp for path, fp in self._attempted.items() if path in found}
+        for (path, _, fp), result in zip(changed, results):
+            self._settle(loaded, path, fp, result)
+        self._found = {path: package for path, (package, _) in found.items()}
+        self._loaded = loaded
+        self._models = _by_name(loaded)
+
+    def _load(self, path: Path, package: PackageDir, before: Fingerprint) -> LoadedModel | Exception | None:
+        """Load and verify one package (in a worker thread): the model, the error, or None if it changed meanwhile."""
+        settings = self._settings
+        try:
+            predictor = Predictor.load(path, settings.device, settings.intra_op_threads, settings.max_mc_samples)
+            verify_inference(predictor, path)
+            result: LoadedModel | Exception = LoadedModel(package.name, package.version or predictor.version, path, predictor)
+        except (DropnetError, OSError) as exc:
+            result = exc
+        except Exception as exc:  # a package must never take serving down; the traceback is logged
+            log.warning("unexpected error loading %s", path, exc_info=True)
+            result = exc
+        return result if fingerprint(path) == before else None
+
+    def _settle(self, loaded: dict[Path, LoadedModel], path: Path, before: Fingerprint,
+                result: LoadedModel | Exception | None) -> None:
+        """Apply to ``loaded`` the outcome of loading ``path``, whose fingerprint was ``before`` when loading began."""
+        if result is None:
+            log.info("%s changed while it was loading; it will be retried on the next scan", path)
+            return
+        self._attempted[path] = before
+        old = loaded.get(path)
+        if isinstance(result, Exception):
+            keeps = f"version {old.version} keeps serving" if old else "nothing was serving from it"
+            log.warning("rejected model package %s: %s (%s)", path, result, keeps)
+            return
+        loaded[path] = result
+        log.info("%s model %s version %s from %s", "reloaded" if old else "loaded", result.name, result.version, path)
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.reload_interval_s)
+            try:
+                await self.scan()
+            except Exception as exc:  # e.g. the directory vanished; keep serving and try again
+                log.warning("rescanning models directory %s failed (%s); serving what is loaded",
+                            self._settings.models_dir, exc, exc_info=not isinstance(exc, OSError))
+
+    def get(self, name: str, version: str | None) -> LoadedModel:
+        """The loaded ``version`` of model ``name`` (None or "": the latest), else :class:`NotFoundError`."""
+        versions = self._models.get(name)
+        if versions is None:
+            raise NotFoundError(f"model {name!r} is not loaded; loaded models: {sorted(self._models)}")
+        if not version:
+            return versions[max(versions, key=version_key)]
+        if version not in versions:
+            loaded = sorted(versions, key=version_key)
+            raise NotFoundError(f"model {name!r} has no loaded version {version!r}; loaded versions: {loaded}")
+        return versions[version]
+
+    def has_model(self, name: str) -> bool:
+        """Whether any version of ``name`` is loaded."""
+        return name in self._models
+
+    def model_ready(self, name: str, version: str | None) -> bool:
+        """Whether ``get(name, version)`` would answer."""
+        versions = self._models.get(name, {})
+        return bool(versions) and (not version or version in versions)
+
+    def ready(self) -> bool:
+        """Whether the first scan finished and every model found has a loaded version."""
+        return self._started and all(found.name in self._models for found in self._found.values())
+
+    def loaded_count(self) -> int:
+        """Number of model versions serving."""
+        return len(self._loaded)
+
+    def list_models(self) -> list[ModelRef]:
+        """Every model found, sorted by name."""
+        versions: dict[str, set[str]] = {}
+        for path, found in self._found.items():
+            version = found.version or (self._loaded[path].version if path in self._loaded else None)
+            versions.setdefault(found.name, set()).update([version] if version else [])
+        refs = []
+        for name in sorted(versions):
+            loaded = self._models.get(name, {})
+            latest = max(loaded, key=version_key) if loaded else None
+            refs.append(ModelRef(name, tuple(sorted(versions[name], key=version_key)), latest, latest is not None))
+        return refs

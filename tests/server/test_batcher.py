@@ -1,0 +1,212 @@
+"""Dynamic batching: coalescing, equivalence with unbatched runs, bounds, cancellation, draining."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dropnet.errors import DropnetError, ResourceExhaustedError
+from exporter.seeding import row_seeds
+from server.batcher import Batcher, RunSpec
+from server.metrics import ServerMetrics
+from server.predictor import Predictor
+from tests.server.helpers import MODEL, RecordingEngine, assert_outputs_match, digits_rows, make_settings
+
+DET = RunSpec(MODEL, "1", "deterministic")
+MC = RunSpec(MODEL, "1", "mc", num_samples=8)
+MC_OUTPUTS = ("probabilities", "std", "predictive_entropy", "mutual_information", "samples")
+
+
+def make_batcher(tmp_path: Path, **overrides: object) -> tuple[Batcher, ServerMetrics]:
+    metrics = ServerMetrics()
+    return Batcher(make_settings(tmp_path, **overrides), metrics), metrics
+
+
+async def hold_worker(batcher: Batcher, engine: RecordingEngine, spec: RunSpec = DET) -> asyncio.Task:
+    """Start a one-row request that occupies the (single) worker until ``engine.release()``."""
+    seeds = row_seeds(0, 1) if spec.mode == "mc" else None
+    task = asyncio.create_task(batcher.submit(spec, engine, digits_rows(1, 99), seeds, ("probabilities",)))
+    await asyncio.to_thread(engine.started.wait, 30)
+    return task
+
+
+async def until_waiting(batcher: Batcher, count: int) -> None:
+    """Yield to the event loop until ``count`` requests wait for their batch."""
+    while batcher.waiting(MODEL) != count:
+        await asyncio.sleep(0)
+
+
+def test_concurrent_deterministic_requests_coalesce_and_equal_sequential(tmp_path: Path, tiny_predictor: Predictor) -> None:
+    inputs = [digits_rows(1 + i % 3, seed=i) for i in range(16)]
+
+    async def main() -> tuple[list[dict[str, np.ndarray]], list[int], ServerMetrics]:
+        batcher, metrics = make_batcher(tmp_path)
+        engine = RecordingEngine(tiny_predictor)
+        blocker = await hold_worker(batcher, engine)
+        tasks = [asyncio.create_task(batcher.submit(DET, engine, x, None, ("probabilities", "logits"))) for x in inputs]
+        await until_waiting(batcher, 16)
+        engine.release()
+        answers = await asyncio.gather(*tasks)
+        await blocker
+        await batcher.drain()
+        return answers, engine.rows, metrics
+
+    answers, runs, metrics = asyncio.run(main())
+    total = sum(len(x) for x in inputs)
+    assert runs == [1, total]  # the blocker, then all 16 requests in ONE onnxruntime run
+    assert metrics.registry.get_sample_value("dropnet_batch_rows_count", {"model": MODEL, "mode": "deterministic"}) == 2
+    assert metrics.registry.get_sample_value("dropnet_batch_rows_sum", {"model": MODEL, "mode": "deterministic"}) == 1 + total
+    for x, answer in zip(inputs, answers):
+        assert_outputs_match(answer, tiny_predictor.run_deterministic(x))
+
+
+def test_concurrent_mc_requests_keep_their_own_seeds(tmp_path: Path, tiny_predictor: Predictor) -> None:
+    inputs = [digits_rows(1 + i % 3, seed=100 + i) for i in range(16)]
+    inputs[3] = inputs[0].copy()  # equal one-row inputs with different seeds
+    seeds = [row_seeds(1000 + i, len(x)) for i, x in enumerate(inputs)]
+    outputs = [MC_OUTPUTS if i % 2 else MC_OUTPUTS[:4] for i in range(16)]  # half also ask for samples
+
+    async def main() -> tuple[list[dict[str, np.ndarray]], list[int]]:
+        batcher, _ = make_batcher(tmp_path)
+        engine = RecordingEngine(tiny_predictor)
+        blocker = await hold_worker(batcher, engine, MC)
+        tasks = [asyncio.create_task(batcher.submit(MC, engine, x, s, o)) for x, s, o in zip(inputs, seeds, outputs)]
+        await until_waiting(batcher, 16)
+        engine.release()
+        answers = await asyncio.gather(*tasks)
+        await blocker
+        await batcher.drain()
+        return answers, engine.rows
+
+    answers, runs = asyncio.run(main())
+    assert runs == [1, sum(len(x) for x in inputs)]
+    for x, s, wanted, answer in zip(inputs, seeds, outputs, answers):
+        assert_outputs_match(answer, tiny_predictor.run_mc(x, MC.num_samples, s, wanted))
+        assert answer["probabilities"].shape == (len(x), 10)
+        if "samples" in wanted:
+            assert answer["samples"].shape == (MC.num_samples, len(x), 10)
+    assert not np.array_equal(answers[0]["probabilities"], answers[3]["probabilities"])
+
+
+def test_batches_respect_max_batch_size_and_big_requests_run_alone(tmp_path: Path, tiny_predictor: Predictor) -> None:
+    sizes = [1, 2, 6, 1]
+
+    async def main() -> list[int]:
+        batcher, _ = make_batcher(tmp_path, max_batch_size=4)
+        engine = RecordingEngine(tiny_predictor)
+        blocker = await hold_worker(batcher, engine)
+        tasks = [asyncio.create_task(batcher.submit(DET, engine, digits_rows(n, n), None, ("probabilities",))) for n in sizes]
+        await until_waiting(batcher, len(sizes))
+        engine.release()
+        answers = await asyncio.gather(blocker, *tasks)
+        assert [len(a["probabilities"]) for a in answers[1:]] == sizes
+        await batcher.drain()
+        return engine.rows
+
+    assert asyncio.run(main()) == [1, 3, 6, 1]
+
+
+def test_batching_disabled_runs_each_request_alone(tmp_path: Path, tiny_predictor: Predictor) -> None:
+    inputs = [digits_rows(2, seed=i) for i in range(3)]
+
+    async def main() -> tuple[list[dict[str, np.ndarray]], list[int]]:
+        batcher, _ = make_batcher(tmp_path, batching=False)
+        engine = RecordingEngine(tiny_predictor)
+        blocker = await hold_worker(batcher, engine)
+        tasks = [asyncio.create_task(batcher.submit(DET, engine, x, None, ("logits",))) for x in inputs]
+        await until_waiting(batcher, 3)
+        engine.release()
+        answers = await asyncio.gather(*tasks)
+        await blocker
+        await batcher.drain()
+        return answers, engine.rows
+
+    answers, runs = asyncio.run(main())
+    assert runs == [1, 2, 2, 2]
+    for x, answer in zip(inputs, answers):
+        np.testing.assert_array_equal(answer["logits"], tiny_predictor.run_deterministic(x)["logits"])
+
+
+def test_full_queue_rejects_new_requests_at_once(tmp_path: Path, tiny_predictor: Predictor) -> None:
+    async def main() -> list[int]:
+        batcher, metrics = make_batcher(tmp_path, max_queue_size=2)
+        engine = RecordingEngine(tiny_predictor)
+        blocker = await hold_worker(batcher, engine)
+        waiting = [asyncio.create_task(batcher.submit(DET, engine, digits_rows(1, i), None, ("probabilities",))) for i in range(2)]
+        await until_waiting(batcher, 2)
+        assert metrics.registry.get_sample_value("dropnet_queue_depth", {"model": MODEL}) == 2
+        with pytest.raises(ResourceExhaustedError, match="2 requests waiting"):
+            await batcher.submit(DET, engine, digits_rows(1, 5), None, ("probabilities",))
+        engine.release()
+        answers = await asyncio.gather(blocker, *waiting)
+        assert all(a["probabilities"].shape == (1, 10) for a in answers)
+        assert metrics.registry.get_sample_value("dropnet_queue_depth", {"model": MODEL}) == 0
+        await batcher.drain()
+        return engine.rows
+
+    assert asyncio.run(main()) == [1, 2]  # the rejected request never ran
+
+
+def test_cancelled_request_is_dropped_before_its_batch(tmp_path: Path, tiny_predictor: Predictor) -> None:
+    async def main() -> tuple[list[int], bool]:
+        batcher, _ = make_batcher(tmp_path)
+        engine = RecordingEngine(tiny_predictor)
+        blocker = await hold_worker(batcher, engine)
+        dropped = asyncio.create_task(batcher.submit(DET, engine, digits_rows(3, 1), None, ("probabilities",)))
+        kept = asyncio.create_task(batcher.submit(DET, engine, digits_rows(2, 2), None, ("probabilities",)))
+        await until_waiting(batcher, 2)
+        dropped.cancel()
+        await asyncio.gather(dropped, return_exceptions=True)
+        assert batcher.waiting(MODEL) == 1
+        engine.release()
+        answer = await kept
+        await blocker
+        await batcher.drain()
+        assert answer["probabilities"].shape == (2, 10)
+        return engine.rows, dropped.cancelled()
+
+    runs, cancelled = asyncio.run(main())
+    assert cancelled
+    assert runs == [1, 2]  # the cancelled request's 3 rows were never run
+
+
+def test_run_error_reaches_every_request_of_the_batch(tmp_path: Path, tiny_predictor: Predictor) -> None:
+    async def main() -> list[BaseException]:
+        batcher, _ = make_batcher(tmp_path)
+        engine = RecordingEngine(tiny_predictor)
+        blocker = await hold_worker(batcher, engine)
+        bad = RunSpec(MODEL, "1", "mc", num_samples=10**6)  # above the predictor's max_mc_samples
+        tasks = [asyncio.create_task(batcher.submit(bad, engine, digits_rows(1, i), row_seeds(i, 1), ("probabilities",)))
+                 for i in range(2)]
+        await until_waiting(batcher, 2)
+        engine.release()
+        errors = await asyncio.gather(*tasks, return_exceptions=True)
+        await blocker
+        await batcher.drain()
+        return errors
+
+    errors = asyncio.run(main())
+    assert all(isinstance(e, DropnetError) and "mc_samples" in str(e) for e in errors)
+
+
+def test_drain_finishes_queued_work_then_refuses_new_requests(tmp_path: Path, tiny_predictor: Predictor) -> None:
+    async def main() -> None:
+        batcher, _ = make_batcher(tmp_path)
+        engine = RecordingEngine(tiny_predictor)
+        blocker = await hold_worker(batcher, engine)
+        queued = asyncio.create_task(batcher.submit(DET, engine, digits_rows(2, 1), None, ("probabilities",)))
+        await until_waiting(batcher, 1)
+        drain = asyncio.create_task(batcher.drain())
+        await asyncio.sleep(0)
+        assert not drain.done()
+        engine.release()
+        await drain
+        assert queued.done() and queued.result()["probabilities"].shape == (2, 10)
+        assert blocker.done()
+        with pytest.raises(ResourceExhaustedError, match="shutting down"):
+            await batcher.submit(DET, engine, digits_rows(1, 0), None, ("probabilities",))
+
+    asyncio.run(main())
