@@ -1,0 +1,125 @@
+"""The gRPC server: both inference services, health checking and reflection on one port.
+
+    server = GrpcServer(settings)
+    port = await server.start()   # loads every model, then binds (port 0: a free one)
+    ...
+    await server.stop()           # stop accepting, finish in-flight requests, stop the data plane
+
+The standard ``grpc.health.v1.Health`` service reports SERVING (overall and per service) only
+while every configured model is loaded (:meth:`DataPlane.ready`); it is refreshed after start
+and every reload interval, and turns NOT_SERVING as soon as a graceful stop begins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from google.protobuf import descriptor_pool
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from dropnet.errors import ConfigError
+from protos.dropnet.v1 import predictor_pb2 as v1
+from protos.dropnet.v1 import predictor_pb2_grpc as v1_grpc
+from protos.inference import grpc_service_pb2 as oip
+from protos.inference import grpc_service_pb2_grpc as oip_grpc
+from server.dataplane import DataPlane
+from server.servicers import InferenceServicer, PredictorServicer
+from server.settings import ServerSettings
+
+
+PREDICTOR_SERVICE = v1.DESCRIPTOR.services_by_name["Predictor"].full_name
+INFERENCE_SERVICE = oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+HEALTH_NAMES = ("", PREDICTOR_SERVICE, INFERENCE_SERVICE)
+"""Names the health service answers for: the whole server ("") and each inference service."""
+REFLECTED_SERVICES = (PREDICTOR_SERVICE, INFERENCE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME)
+
+
+def address(host: str, port: int) -> str:
+    """``host:port`` for binding and logging, IPv6 hosts in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def reflection_pool() -> descriptor_pool.DescriptorPool:
+    """A pool holding every served .proto file (the OIP one lives outside the default pool)."""
+    pool = descriptor_pool.DescriptorPool()
+    for module in (v1, oip, health_pb2, reflection_pb2):
+        pool.AddSerializedFile(module.DESCRIPTOR.serialized_pb)
+    return pool
+
+
+class GrpcServer:
+    """A ``grpc.aio`` server in front of one :class:`DataPlane`; build, :meth:`start`, :meth:`stop`."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.dataplane = DataPlane(settings)
+        self.port: int | None = None
+        """The bound port once started."""
+        self._server: grpc.aio.Server | None = None
+        self._health = health_aio.HealthServicer()
+        self._health_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        """Load the models, bind ``settings.host:port`` and start serving; return the bound port."""
+        await self.dataplane.start()
+        try:
+            self._server = self._build()
+            self.port = self._bind(self._server)
+        except BaseException:
+            await self.dataplane.stop()
+            raise
+        await self._sync_health()
+        await self._server.start()
+        if self.settings.reload_interval_s > 0:
+            self._health_task = asyncio.create_task(self._health_loop(), name="dropnet-health")
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new requests, give in-flight ones ``grace`` seconds (default: the settings'), stop the data plane."""
+        if self._health_task is not None:
+            self._health_task.cancel()
+            self._health_task = None
+        await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(self.settings.shutdown_grace_s if grace is None else grace)
+            self._server = None
+        await self.dataplane.stop()
+
+    def _build(self) -> grpc.aio.Server:
+        limit = self.settings.max_message_bytes
+        server = grpc.aio.server(options=[
+            ("grpc.max_send_message_length", limit),
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.so_reuseport", 0),  # a port in use is an error, not silently shared
+        ])
+        v1_grpc.add_PredictorServicer_to_server(PredictorServicer(self.dataplane), server)
+        oip_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.dataplane), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(REFLECTED_SERVICES, server, pool=reflection_pool())
+        return server
+
+    def _bind(self, server: grpc.aio.Server) -> int:
+        where = address(self.settings.host, self.settings.port)
+        try:
+            port = server.add_insecure_port(where)
+        except RuntimeError as exc:
+            raise ConfigError(f"cannot listen on {where} ({exc}); expected a free port on a local interface") from None
+        if port == 0:
+            raise ConfigError(f"cannot listen on {where}; expected a free port on a local interface")
+        return port
+
+    async def _sync_health(self) -> None:
+        """Report SERVING for every health name when the data plane is ready, else NOT_SERVING."""
+        statuses = health_pb2.HealthCheckResponse
+        status = statuses.SERVING if self.dataplane.ready() else statuses.NOT_SERVING
+        for name in HEALTH_NAMES:
+            await self._health.set(name, status)
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reload_interval_s)
+            await self._sync_health()

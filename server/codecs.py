@@ -1,0 +1,346 @@
+"""Protobuf ⇄ numpy for both gRPC APIs: ``dropnet.v1.Predictor`` and KServe v2 / OIP.
+
+Requests become :class:`server.dataplane.InferRequest`; results and manifests become responses.
+Everything a client can get wrong about the encoding itself (unknown datatype, byte length or
+element count that does not match the shape, raw and typed contents mixed) raises
+:class:`InvalidInputError` saying what was expected; what the model expects of the values
+(shape, finiteness, rows, samples) is checked by the data plane.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from dropnet import __version__
+from dropnet.errors import InvalidInputError
+from exporter.manifest import INPUT_NAME
+from protos.dropnet.v1 import predictor_pb2 as v1
+from protos.inference import grpc_service_pb2 as oip
+from server.dataplane import MODES, OUTPUT_NAMES, PREDICTED_CLASS, InferRequest, InferResult
+from server.repository import ModelRef
+
+SERVER_NAME = "dropnet"
+PLATFORM = "onnxruntime_onnx"
+MC_SAMPLES = "mc_samples"
+SEED = "seed"
+
+DETERMINISTIC, MC = MODES
+
+# --- shared -----------------------------------------------------------------------------------
+
+
+def output_specs(manifest: dict[str, Any], mode: str) -> list[tuple[str, np.dtype, list[int]]]:
+    """(name, dtype, shape) of every output of ``mode``; -1 marks the rows (and the samples)."""
+    classes = len(manifest["classes"])
+    shapes = {
+        "probabilities": [-1, classes], "predicted_class": [-1], "logits": [-1, classes], "std": [-1, classes],
+        "predictive_entropy": [-1], "mutual_information": [-1], "samples": [-1, -1, classes],
+    }
+    return [
+        (name, np.dtype(np.int64 if name == PREDICTED_CLASS else np.float32), shapes[name])
+        for name in OUTPUT_NAMES[mode]
+    ]
+
+
+def all_output_specs(manifest: dict[str, Any]) -> list[tuple[str, np.dtype, list[int]]]:
+    """The outputs of every mode, deterministic ones first, each name once."""
+    specs = {spec[0]: spec for mode in MODES for spec in output_specs(manifest, mode)}
+    return list(specs.values())
+
+
+def check_shape(what: str, shape: Sequence[int]) -> tuple[int, ...]:
+    """``shape`` as a tuple, or InvalidInputError if a dimension is negative."""
+    dims = tuple(int(d) for d in shape)
+    if any(d < 0 for d in dims):
+        raise InvalidInputError(f"{what} has shape {list(dims)}; expected dimensions >= 0")
+    return dims
+
+
+def decode_raw(what: str, data: bytes, dtype: np.dtype, shape: Sequence[int]) -> np.ndarray:
+    """Little-endian C-order ``data`` as an array of ``dtype`` and ``shape``, checking the byte length."""
+    dims = check_shape(what, shape)
+    expected = math.prod(dims) * dtype.itemsize
+    if len(data) != expected:
+        raise InvalidInputError(
+            f"{what} has {len(data)} bytes of data; expected {expected} "
+            f"({math.prod(dims)} elements of shape {list(dims)} × {dtype.itemsize} bytes)"
+        )
+    return np.frombuffer(data, dtype=dtype).reshape(dims)
+
+
+def little_endian_bytes(array: np.ndarray) -> bytes:
+    """``array``'s elements as little-endian C-order bytes."""
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
+def _le(dtype: Any) -> np.dtype:
+    return np.dtype(dtype).newbyteorder("<")
+
+
+# --- dropnet.v1 -------------------------------------------------------------------------------
+
+V1_DTYPES: dict[int, np.dtype] = {
+    v1.DATA_TYPE_FLOAT32: _le(np.float32),
+    v1.DATA_TYPE_FLOAT64: _le(np.float64),
+    v1.DATA_TYPE_FLOAT16: _le(np.float16),
+    v1.DATA_TYPE_UINT8: _le(np.uint8),
+    v1.DATA_TYPE_INT32: _le(np.int32),
+    v1.DATA_TYPE_INT64: _le(np.int64),
+}
+_V1_BY_NUMPY = {dtype: enum for enum, dtype in V1_DTYPES.items()}
+
+
+def decode_tensor(tensor: v1.Tensor, what: str) -> np.ndarray:
+    """A v1 Tensor as a numpy array."""
+    dtype = V1_DTYPES.get(tensor.dtype)
+    if dtype is None:
+        known = [v1.DataType.Name(enum) for enum in V1_DTYPES]
+        raise InvalidInputError(f"{what} has dtype {_v1_dtype_name(tensor.dtype)}; expected one of {known}")
+    return decode_raw(what, tensor.data, dtype, tensor.shape)
+
+
+def encode_tensor(array: np.ndarray) -> v1.Tensor:
+    """A numpy array as a v1 Tensor."""
+    return v1.Tensor(shape=array.shape, dtype=_V1_BY_NUMPY[_le(array.dtype)], data=little_endian_bytes(array))
+
+
+def _v1_dtype_name(value: int) -> str:
+    return v1.DataType.Name(value) if value in v1.DataType.values() else str(value)
+
+
+def decode_predict_request(request: v1.PredictRequest) -> InferRequest:
+    """A PredictRequest as the data plane's InferRequest."""
+    if not request.HasField("input"):
+        raise InvalidInputError("PredictRequest.input is missing; expected a Tensor of shape [rows, *input shape]")
+    seed = request.seed if request.HasField("seed") else None
+    wants_mc = request.mc_samples > 0 or seed is not None
+    if request.mode == v1.MODE_UNSPECIFIED:
+        mode = MC if wants_mc else DETERMINISTIC
+    elif request.mode == v1.MODE_DETERMINISTIC:
+        if wants_mc:
+            raise InvalidInputError(
+                "mc_samples and seed apply to mode MODE_MC_DROPOUT only; "
+                "expected neither with mode MODE_DETERMINISTIC"
+            )
+        mode = DETERMINISTIC
+    elif request.mode == v1.MODE_MC_DROPOUT:
+        mode = MC
+    else:
+        raise InvalidInputError(f"mode {request.mode} is unknown; expected one of {list(v1.Mode.keys())}")
+    return InferRequest(
+        model=request.model,
+        version=request.version or None,
+        x=decode_tensor(request.input, "input"),
+        mode=mode,
+        mc_samples=request.mc_samples or None,
+        seed=seed,
+        outputs=tuple(request.outputs) or None,
+    )
+
+
+def encode_predict_response(result: InferResult) -> v1.PredictResponse:
+    """The data plane's InferResult as a PredictResponse."""
+    response = v1.PredictResponse(model=result.model, version=result.version, seed=result.seed)
+    for name, array in result.outputs.items():
+        getattr(response, name).CopyFrom(encode_tensor(array))
+    return response
+
+
+def encode_model_list(models: Iterable[ModelRef]) -> v1.ListModelsResponse:
+    """The data plane's model list as a ListModelsResponse."""
+    return v1.ListModelsResponse(models=[
+        v1.ModelSummary(name=ref.name, versions=ref.versions, latest=ref.latest or "", ready=ref.ready)
+        for ref in models
+    ])
+
+
+def _tensor_spec(name: str, dtype: np.dtype, shape: list[int]) -> v1.TensorSpec:
+    return v1.TensorSpec(name=name, dtype=_V1_BY_NUMPY[_le(dtype)], shape=shape)
+
+
+def encode_model(name: str, version: str, manifest: dict[str, Any]) -> v1.GetModelResponse:
+    """Model ``name`` at ``version`` (as served, which may differ from the manifest's) as a GetModelResponse."""
+    spec = manifest["input"]
+    normalisation = spec["normalisation"]
+    return v1.GetModelResponse(
+        name=name,
+        version=version,
+        input=_tensor_spec(spec["name"], np.dtype(spec["dtype"]), [-1, *spec["shape"]]),
+        value_range=spec["value_range"],
+        normalisation=v1.Normalisation(
+            mean=normalisation["mean"], std=normalisation["std"], in_graph=normalisation["in_graph"]
+        ),
+        classes=manifest["classes"],
+        dropout=v1.Dropout(flavour=manifest["dropout"]["flavour"], retain=manifest["dropout"]["retain"]),
+        max_norm=[0.0 if c is None else c for c in manifest["max_norm"]],
+        metrics=_numeric_metrics(manifest["metrics"]),
+        onnx=v1.Onnx(opset=manifest["onnx"]["opset"], ir_version=manifest["onnx"]["ir_version"]),
+        mc=v1.MonteCarlo(max_samples=manifest["mc"]["max_samples"], rng=manifest["mc"]["rng"]),
+        deterministic_outputs=[_tensor_spec(*spec) for spec in output_specs(manifest, DETERMINISTIC)],
+        mc_outputs=[_tensor_spec(*spec) for spec in output_specs(manifest, MC)],
+        manifest_json=json.dumps(manifest, sort_keys=True),
+    )
+
+
+def _numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numeric entries of the run's final metrics (nested or textual ones stay in manifest_json)."""
+    return {
+        key: float(value) for key, value in metrics.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+
+
+# --- KServe v2 / Open Inference Protocol ------------------------------------------------------
+
+OIP_DTYPES: dict[str, tuple[np.dtype, str | None]] = {
+    "UINT8": (_le(np.uint8), "uint_contents"),
+    "UINT16": (_le(np.uint16), "uint_contents"),
+    "UINT32": (_le(np.uint32), "uint_contents"),
+    "UINT64": (_le(np.uint64), "uint64_contents"),
+    "INT8": (_le(np.int8), "int_contents"),
+    "INT16": (_le(np.int16), "int_contents"),
+    "INT32": (_le(np.int32), "int_contents"),
+    "INT64": (_le(np.int64), "int64_contents"),
+    "FP16": (_le(np.float16), None),
+    "FP32": (_le(np.float32), "fp32_contents"),
+    "FP64": (_le(np.float64), "fp64_contents"),
+}
+"""OIP datatype → (numpy dtype, InferTensorContents field; None: raw bytes only)."""
+_OIP_BY_NUMPY = {dtype: name for name, (dtype, _) in OIP_DTYPES.items()}
+_CONTENTS_DTYPES = {
+    "int_contents": np.dtype(np.int32), "int64_contents": np.dtype(np.int64),
+    "uint_contents": np.dtype(np.uint32), "uint64_contents": np.dtype(np.uint64),
+    "fp32_contents": np.dtype(np.float32), "fp64_contents": np.dtype(np.float64),
+}
+"""Element type of each typed contents field (wider than INT8/16, UINT8/16 tensors)."""
+_CONTENTS_FIELDS = tuple(field.name for field in oip.InferTensorContents.DESCRIPTOR.fields)
+
+
+def oip_datatype(dtype: np.dtype) -> str:
+    """The OIP datatype name of a numpy dtype."""
+    return _OIP_BY_NUMPY[_le(dtype)]
+
+
+def decode_infer_request(request: oip.ModelInferRequest) -> InferRequest:
+    """A ModelInferRequest as the data plane's InferRequest; parameter mc_samples or seed selects MC."""
+    mc_samples = _int_parameter(request.parameters, MC_SAMPLES)
+    seed = _int_parameter(request.parameters, SEED)
+    return InferRequest(
+        model=request.model_name,
+        version=request.model_version or None,
+        x=_decode_input(request),
+        mode=DETERMINISTIC if mc_samples is None and seed is None else MC,
+        mc_samples=mc_samples,
+        seed=seed,
+        outputs=tuple(output.name for output in request.outputs) or None,
+    )
+
+
+def _decode_input(request: oip.ModelInferRequest) -> np.ndarray:
+    if len(request.inputs) != 1:
+        names = [tensor.name for tensor in request.inputs]
+        raise InvalidInputError(f"request has {len(names)} inputs {names}; expected exactly one, {INPUT_NAME!r}")
+    tensor = request.inputs[0]
+    what = f"input {tensor.name!r}"
+    if tensor.name != INPUT_NAME:
+        raise InvalidInputError(f"{what} is unknown; expected {INPUT_NAME!r}")
+    if tensor.datatype not in OIP_DTYPES:
+        raise InvalidInputError(f"{what} has datatype {tensor.datatype!r}; expected one of {list(OIP_DTYPES)}")
+    dtype, field = OIP_DTYPES[tensor.datatype]
+    has_contents = tensor.HasField("contents")
+    if request.raw_input_contents:
+        if has_contents:
+            raise InvalidInputError(f"{what} sets contents and raw_input_contents; expected exactly one of them")
+        if len(request.raw_input_contents) != 1:
+            raise InvalidInputError(
+                f"request has {len(request.raw_input_contents)} raw_input_contents; expected one, for {what}"
+            )
+        return decode_raw(what, request.raw_input_contents[0], dtype, tensor.shape)
+    if not has_contents:
+        raise InvalidInputError(f"{what} has no data; expected raw_input_contents or contents.{field}")
+    if field is None:
+        raise InvalidInputError(
+            f"{what} has datatype {tensor.datatype}, which has no typed contents; send raw_input_contents"
+        )
+    return _decode_contents(what, tensor, dtype, field)
+
+
+def _decode_contents(
+    what: str, tensor: oip.ModelInferRequest.InferInputTensor, dtype: np.dtype, field: str
+) -> np.ndarray:
+    """Typed InferTensorContents as an array, checking the element count and that no other field is set."""
+    stray = [name for name in _CONTENTS_FIELDS if name != field and len(getattr(tensor.contents, name))]
+    if stray:
+        raise InvalidInputError(
+            f"{what} of datatype {tensor.datatype} sets contents.{stray[0]}; expected contents.{field}"
+        )
+    dims = check_shape(what, tensor.shape)
+    values = getattr(tensor.contents, field)
+    if len(values) != math.prod(dims):
+        raise InvalidInputError(
+            f"{what} has {len(values)} values in contents.{field}; expected {math.prod(dims)} for shape {list(dims)}"
+        )
+    array = np.array(values, dtype=_CONTENTS_DTYPES[field])
+    if dtype.kind in "iu" and array.size:
+        limits = np.iinfo(dtype)
+        if array.min() < limits.min or array.max() > limits.max:
+            raise InvalidInputError(
+                f"{what} holds values in {array.min()}..{array.max()}; expected {tensor.datatype} values "
+                f"in {limits.min}..{limits.max}"
+            )
+    return array.astype(dtype).reshape(dims)
+
+
+def _int_parameter(parameters: Any, key: str) -> int | None:
+    """An integer request parameter (int64_param or uint64_param), None when absent."""
+    if key not in parameters:
+        return None
+    parameter = parameters[key]
+    kind = parameter.WhichOneof("parameter_choice")
+    if kind not in ("int64_param", "uint64_param"):
+        raise InvalidInputError(f"parameter {key!r} is a {kind}; expected int64_param")
+    return int(getattr(parameter, kind))
+
+
+def encode_infer_response(result: InferResult, request: oip.ModelInferRequest) -> oip.ModelInferResponse:
+    """The data plane's InferResult as a ModelInferResponse; raw outputs when the request sent raw inputs."""
+    raw = bool(request.raw_input_contents)
+    response = oip.ModelInferResponse(model_name=result.model, model_version=result.version, id=request.id)
+    if result.seed is not None:
+        response.parameters[SEED].int64_param = result.seed
+    for name, array in result.outputs.items():
+        datatype = oip_datatype(array.dtype)
+        tensor = response.outputs.add(name=name, datatype=datatype, shape=array.shape)
+        if raw:
+            response.raw_output_contents.append(little_endian_bytes(array))
+        else:
+            getattr(tensor.contents, OIP_DTYPES[datatype][1]).extend(array.ravel().tolist())
+    return response
+
+
+def encode_server_metadata() -> oip.ServerMetadataResponse:
+    """The server's name and version."""
+    return oip.ServerMetadataResponse(name=SERVER_NAME, version=__version__)
+
+
+def encode_model_metadata(name: str, version: str, manifest: dict[str, Any]) -> oip.ModelMetadataResponse:
+    """Model ``name`` at ``version`` (as served) as a ModelMetadataResponse: its input and the outputs of both modes."""
+    spec = manifest["input"]
+    tensor = oip.ModelMetadataResponse.TensorMetadata
+    return oip.ModelMetadataResponse(
+        name=name,
+        versions=[version],
+        platform=PLATFORM,
+        inputs=[
+            tensor(name=spec["name"], datatype=oip_datatype(np.dtype(spec["dtype"])), shape=[-1, *spec["shape"]])
+        ],
+        outputs=[
+            tensor(name=name, datatype=oip_datatype(dtype), shape=shape)
+            for name, dtype, shape in all_output_specs(manifest)
+        ],
+    )

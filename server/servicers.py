@@ -1,0 +1,87 @@
+"""The two gRPC services: each RPC converts the request, calls the data plane, converts the answer.
+
+Errors become status codes in :mod:`server.grpc_errors` (the ``handle_errors`` decorator).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from protos.dropnet.v1 import predictor_pb2 as v1
+from protos.dropnet.v1 import predictor_pb2_grpc as v1_grpc
+from protos.inference import grpc_service_pb2 as oip
+from protos.inference import grpc_service_pb2_grpc as oip_grpc
+from server import codecs
+from server.dataplane import DataPlane
+from server.grpc_errors import handle_errors
+
+Context = grpc.aio.ServicerContext
+
+
+def describe(dataplane: DataPlane, name: str, version: str) -> tuple[str, dict[str, Any]]:
+    """The served version ("" asks for the latest) and the manifest of model ``name``.
+
+    The served version is the package's directory name in a versioned layout, so it is looked up
+    rather than read from the manifest.
+    """
+    manifest = dataplane.manifest(name, version or None)
+    latest = next((ref.latest for ref in dataplane.list_models() if ref.name == name), None)
+    return version or latest or str(manifest["version"]), manifest
+
+
+class PredictorServicer(v1_grpc.PredictorServicer):
+    """``dropnet.v1.Predictor``."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self._dataplane = dataplane
+
+    @handle_errors
+    async def Predict(self, request: v1.PredictRequest, context: Context) -> v1.PredictResponse:
+        result = await self._dataplane.infer(codecs.decode_predict_request(request))
+        return codecs.encode_predict_response(result)
+
+    @handle_errors
+    async def ListModels(self, request: v1.ListModelsRequest, context: Context) -> v1.ListModelsResponse:
+        return codecs.encode_model_list(self._dataplane.list_models())
+
+    @handle_errors
+    async def GetModel(self, request: v1.GetModelRequest, context: Context) -> v1.GetModelResponse:
+        version, manifest = describe(self._dataplane, request.name, request.version)
+        return codecs.encode_model(request.name, version, manifest)
+
+
+class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
+    """``inference.GRPCInferenceService`` (KServe v2 / Open Inference Protocol)."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self._dataplane = dataplane
+
+    @handle_errors
+    async def ServerLive(self, request: oip.ServerLiveRequest, context: Context) -> oip.ServerLiveResponse:
+        return oip.ServerLiveResponse(live=self._dataplane.live())
+
+    @handle_errors
+    async def ServerReady(self, request: oip.ServerReadyRequest, context: Context) -> oip.ServerReadyResponse:
+        return oip.ServerReadyResponse(ready=self._dataplane.ready())
+
+    @handle_errors
+    async def ModelReady(self, request: oip.ModelReadyRequest, context: Context) -> oip.ModelReadyResponse:
+        return oip.ModelReadyResponse(ready=self._dataplane.model_ready(request.name, request.version or None))
+
+    @handle_errors
+    async def ServerMetadata(
+        self, request: oip.ServerMetadataRequest, context: Context
+    ) -> oip.ServerMetadataResponse:
+        return codecs.encode_server_metadata()
+
+    @handle_errors
+    async def ModelMetadata(self, request: oip.ModelMetadataRequest, context: Context) -> oip.ModelMetadataResponse:
+        version, manifest = describe(self._dataplane, request.name, request.version)
+        return codecs.encode_model_metadata(request.name, version, manifest)
+
+    @handle_errors
+    async def ModelInfer(self, request: oip.ModelInferRequest, context: Context) -> oip.ModelInferResponse:
+        result = await self._dataplane.infer(codecs.decode_infer_request(request))
+        return codecs.encode_infer_response(result, request)

@@ -1,0 +1,232 @@
+"""Every way a request can fail, over the wire, with its status code and message."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from dropnet.errors import ModelPackageError
+from protos.dropnet.v1 import predictor_pb2 as v1
+from protos.dropnet.v1 import predictor_pb2_grpc as v1_grpc
+from protos.inference import grpc_service_pb2 as oip
+from protos.inference import grpc_service_pb2_grpc as oip_grpc
+from server.grpc_errors import INTERNAL_MESSAGE
+from server.predictor import Predictor
+from tests.server.grpc_harness import ServerThread, grpc_settings, models_dir_with, wait_until
+from tests.server.helpers import MODEL, digits_rows
+
+MAX_ROWS = 8
+MAX_MC_SAMPLES = 50
+MAX_MESSAGE_BYTES = 64 * 1024
+INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
+
+
+@pytest.fixture(scope="module")
+def models_dir(tiny_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return models_dir_with(tiny_package, tmp_path_factory.mktemp("errors"))
+
+
+@pytest.fixture(scope="module")
+def server(models_dir: Path) -> Iterator[ServerThread]:
+    settings = grpc_settings(
+        models_dir, max_rows_per_request=MAX_ROWS, max_mc_samples=MAX_MC_SAMPLES, max_message_bytes=MAX_MESSAGE_BYTES
+    )
+    with ServerThread(settings) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def channel(server: ServerThread) -> Iterator[grpc.Channel]:
+    with server.channel() as opened:
+        yield opened
+
+
+def _raw_request(x: np.ndarray, datatype: str = "FP32", model: str = MODEL, **fields: Any) -> oip.ModelInferRequest:
+    request = oip.ModelInferRequest(model_name=model, raw_input_contents=[x.tobytes()], **fields)
+    request.inputs.add(name="x", datatype=datatype, shape=x.shape)
+    return request
+
+
+def _mc(request: oip.ModelInferRequest, samples: int) -> oip.ModelInferRequest:
+    request.parameters["mc_samples"].int64_param = samples
+    return request
+
+
+def _code_and_details(call, request) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as caught:
+        call(request, timeout=60)
+    return caught.value.code(), caught.value.details()
+
+
+ROWS = digits_rows(2, seed=0)
+OIP_CASES = {
+    "wrong shape": (_raw_request(digits_rows(2, 0)[:, :, :7, :7].copy()), INVALID, "expected (batch, 1, 8, 8)"),
+    "wrong dtype": (_raw_request(ROWS, datatype="BYTES"), INVALID, "datatype 'BYTES'; expected one of"),
+    "wrong byte length": (_raw_request(ROWS, datatype="FP64"), INVALID, "has 512 bytes of data; expected 1024"),
+    "non-finite values": (_raw_request(np.where(ROWS > 8, np.nan, ROWS).astype(np.float32)), INVALID, "non-finite"),
+    "empty input": (_raw_request(np.zeros((0, 1, 8, 8), np.float32)), INVALID, "empty batch"),
+    "unknown model": (_raw_request(ROWS, model="nope"), NOT_FOUND, "model 'nope' is not loaded"),
+    "unknown version": (_raw_request(ROWS, model_version="9"), NOT_FOUND, "no loaded version '9'"),
+    "unknown output": (
+        _raw_request(ROWS, outputs=[oip.ModelInferRequest.InferRequestedOutputTensor(name="entropy")]),
+        INVALID, "unknown output(s) ['entropy']",
+    ),
+    "MC output in deterministic mode": (
+        _raw_request(ROWS, outputs=[oip.ModelInferRequest.InferRequestedOutputTensor(name="std")]),
+        INVALID, "unknown output(s) ['std'] for mode 'deterministic'",
+    ),
+    "mc_samples above the max": (_mc(_raw_request(ROWS), MAX_MC_SAMPLES + 1), INVALID, "in 1..50, got 51"),
+    "mc_samples zero": (_mc(_raw_request(ROWS), 0), INVALID, "in 1..50, got 0"),
+    "too many rows": (_raw_request(digits_rows(MAX_ROWS + 1, 0)), INVALID, f"9 rows; expected at most {MAX_ROWS}"),
+}
+
+
+@pytest.mark.parametrize("case", OIP_CASES)
+def test_oip_errors(channel: grpc.Channel, case: str) -> None:
+    request, code, message = OIP_CASES[case]
+    got_code, details = _code_and_details(oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer, request)
+    assert got_code == code and message in details, details
+
+
+def _predict(x: np.ndarray, dtype: int = v1.DATA_TYPE_FLOAT32, **fields: Any) -> v1.PredictRequest:
+    return v1.PredictRequest(model=MODEL, input=v1.Tensor(shape=x.shape, dtype=dtype, data=x.tobytes()), **fields)
+
+
+V1_CASES = {
+    "wrong shape": (_predict(digits_rows(1, 0).reshape(1, 64)), INVALID, "x has shape (1, 64)"),
+    "wrong dtype": (_predict(ROWS, dtype=v1.DATA_TYPE_UNSPECIFIED), INVALID, "dtype DATA_TYPE_UNSPECIFIED"),
+    "wrong byte length": (_predict(ROWS, dtype=v1.DATA_TYPE_INT64), INVALID, "512 bytes of data; expected 1024"),
+    "non-finite values": (_predict(np.full((1, 1, 8, 8), np.inf, np.float32)), INVALID, "64 non-finite value(s)"),
+    "unknown model": (v1.PredictRequest(model="nope", input=_predict(ROWS).input), NOT_FOUND, "'nope' is not loaded"),
+    "unknown version": (_predict(ROWS, version="9"), NOT_FOUND, "no loaded version '9'"),
+    "unknown output": (_predict(ROWS, outputs=["nope"]), INVALID, "unknown output(s) ['nope']"),
+    "mc_samples above the max": (_predict(ROWS, mc_samples=MAX_MC_SAMPLES + 1), INVALID, "got 51"),
+    "seed in deterministic mode": (_predict(ROWS, mode=v1.MODE_DETERMINISTIC, seed=1), INVALID, "MODE_MC_DROPOUT only"),
+    "too many rows": (_predict(digits_rows(MAX_ROWS + 1, 0)), INVALID, "9 rows; expected at most 8"),
+}
+
+
+@pytest.mark.parametrize("case", V1_CASES)
+def test_v1_errors(channel: grpc.Channel, case: str) -> None:
+    request, code, message = V1_CASES[case]
+    got_code, details = _code_and_details(v1_grpc.PredictorStub(channel).Predict, request)
+    assert got_code == code and message in details, details
+
+
+def test_model_metadata_of_an_unknown_model_is_not_found(channel: grpc.Channel) -> None:
+    stub = oip_grpc.GRPCInferenceServiceStub(channel)
+    code, details = _code_and_details(stub.ModelMetadata, oip.ModelMetadataRequest(name="nope"))
+    assert code == NOT_FOUND and "'nope'" in details
+
+
+def test_messages_over_the_size_limit_are_refused(channel: grpc.Channel) -> None:
+    big = digits_rows(MAX_MESSAGE_BYTES // 256 + 1, seed=0)  # 256 bytes per row
+    code, _ = _code_and_details(oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer, _raw_request(big))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    small = oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer(_raw_request(ROWS), timeout=60)
+    assert small.model_name == MODEL
+
+
+class GatedPredictor:
+    """A real Predictor whose runs wait while the gate is closed, or fail when told to."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self._predictor = predictor
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.failure: Exception | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._predictor, name)
+
+    def run_deterministic(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        self._enter()
+        return self._predictor.run_deterministic(x)
+
+    def run_mc(self, *args: Any) -> dict[str, np.ndarray]:
+        self._enter()
+        return self._predictor.run_mc(*args)
+
+    def _enter(self) -> None:
+        self.entered.set()
+        if self.failure is not None:
+            raise self.failure
+        assert self.gate.wait(timeout=60), "the gate was never opened"
+
+
+@pytest.fixture
+def gated(monkeypatch: pytest.MonkeyPatch) -> list[GatedPredictor]:
+    """Every Predictor the repository loads from now on, gated (open while loading)."""
+    loaded: list[GatedPredictor] = []
+    real_load = Predictor.load
+
+    def load(*args: Any, **kwargs: Any) -> GatedPredictor:
+        loaded.append(GatedPredictor(real_load(*args, **kwargs)))
+        return loaded[-1]
+
+    monkeypatch.setattr("server.repository.Predictor.load", load)
+    return loaded
+
+
+@pytest.mark.parametrize(
+    "failure", [RuntimeError("secret detail"), ModelPackageError("/srv/secret detail/manifest.json is corrupt")]
+)
+def test_unexpected_errors_are_internal_with_a_generic_message(
+    models_dir: Path, gated: list[GatedPredictor], caplog: pytest.LogCaptureFixture, failure: Exception
+) -> None:
+    with ServerThread(grpc_settings(models_dir)) as server, server.channel() as channel:
+        gated[0].failure = failure
+        with caplog.at_level(logging.ERROR, logger="server.grpc_errors"):
+            code, details = _code_and_details(oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer, _raw_request(ROWS))
+            v1_code, v1_details = _code_and_details(v1_grpc.PredictorStub(channel).Predict, _predict(ROWS))
+    assert (code, details) == (v1_code, v1_details) == (grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+    logged = [r for r in caplog.records if r.name == "server.grpc_errors"]
+    assert len(logged) == 2 and all(r.exc_info[1] is failure for r in logged)
+
+
+def _queue_depth(server: ServerThread) -> float:
+    return server.server.dataplane.metrics.registry.get_sample_value("dropnet_queue_depth", {"model": MODEL}) or 0.0
+
+
+def test_a_full_queue_is_resource_exhausted(models_dir: Path, gated: list[GatedPredictor]) -> None:
+    settings = grpc_settings(models_dir, max_queue_size=1, batching=False, inference_workers=1)
+    with ServerThread(settings) as server, server.channel() as channel:
+        (predictor,) = gated
+        predictor.entered.clear()
+        predictor.gate.clear()
+        try:
+            stub = oip_grpc.GRPCInferenceServiceStub(channel)
+            running = stub.ModelInfer.future(_raw_request(ROWS), timeout=60)
+            assert predictor.entered.wait(timeout=60)
+            waiting = stub.ModelInfer.future(_raw_request(ROWS), timeout=60)
+            wait_until(lambda: _queue_depth(server) == 1, "the second request waits in the queue")
+            code, details = _code_and_details(stub.ModelInfer, _raw_request(ROWS))
+        finally:
+            predictor.gate.set()
+        assert running.result().model_name == waiting.result().model_name == MODEL
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "1 requests waiting" in details
+
+
+def test_deadlines_are_honoured_and_the_server_stays_healthy(models_dir: Path, gated: list[GatedPredictor]) -> None:
+    with ServerThread(grpc_settings(models_dir)) as server, server.channel() as channel:
+        (predictor,) = gated
+        predictor.gate.clear()
+        stub = oip_grpc.GRPCInferenceServiceStub(channel)
+        try:
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.ModelInfer(_mc(_raw_request(ROWS), 10), timeout=0.2)
+        finally:
+            predictor.gate.set()
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=60)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        assert stub.ModelInfer(_mc(_raw_request(ROWS), 10), timeout=60).model_name == MODEL
