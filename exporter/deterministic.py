@@ -1,0 +1,53 @@
+"""deterministic.onnx: the test-time network as a plain Gemm/Conv chain with no randomness.
+
+Test-time scaling is folded into weights: a dropout site of the paper flavour multiplies the
+next layer's weights (not its bias) by p; inverted and gaussian sites are the identity. The
+input standardisation is folded into the first weight layer too (nothing random lies between
+them on this path), and batch norm (eval statistics) into the layer before it. Outputs:
+``logits`` and ``probabilities`` (softmax), float32 [batch, classes].
+"""
+
+from __future__ import annotations
+
+from onnx import ModelProto, TensorProto, helper
+from torch import nn
+
+from exporter.layers import emit_layer
+from exporter.onnx_graph import GraphBuilder, merge_metadata
+from exporter.steps import Affine, Noise, Standardize, Step, fold_affines, output_features, read_network
+from trainer.models import InputSpec
+
+GRAPH_NAME = "dropnet_deterministic"
+BATCH = "batch"
+
+
+def build_deterministic(model: nn.Sequential, spec: InputSpec, metadata: dict[str, str]) -> ModelProto:
+    """deterministic.onnx of ``model``: input ``x`` [batch, *spec.shape]; outputs ``logits``, ``probabilities``."""
+    steps = read_network(model, spec)
+    classes = output_features(steps)
+    g = GraphBuilder()
+    activations = "x"
+    layers = fold_affines([_test_time(step) for step in steps])
+    for position, step in enumerate(layers):
+        with g.scope(f"layer{position}"):
+            activations = emit_layer(g, step, activations, out="logits" if position == len(layers) - 1 else None)
+    g.op("Softmax", "logits", out="probabilities", axis=1)
+    return g.model(
+        GRAPH_NAME,
+        inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, [BATCH, *spec.shape])],
+        outputs=[
+            helper.make_tensor_value_info(name, TensorProto.FLOAT, [BATCH, classes])
+            for name in ("logits", "probabilities")
+        ],
+        metadata=merge_metadata(metadata, {"graph": "deterministic"}),
+        doc=__doc__ or "",
+    )
+
+
+def _test_time(step: Step) -> Step:
+    """Standardize and dropout sites as the scalar maps they are at test time."""
+    if isinstance(step, Standardize):
+        return Affine(1.0 / step.std, -step.mean / step.std)
+    if isinstance(step, Noise):
+        return Affine(step.test_scale)
+    return step

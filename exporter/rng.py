@@ -1,0 +1,165 @@
+"""Counter-based dropout noise computed inside the graph from the ``seed`` input.
+
+Why not ONNX's own randomness: onnxruntime's EliminateDropout pass deletes Dropout nodes whose
+mask output is unused (even with training_mode=true), and RandomUniform & co. take their seed as
+a static attribute while their state advances from run to run, so neither gives noise that is
+reproducible from a per-request seed. Here every noise value is a pure function of (row seed,
+dropout site, sample t, unit j), computed with 32-bit integer ops that wrap mod 2^32 in
+onnxruntime and in numpy (onnx.reference) alike.
+
+Scheme (:data:`RNG_SCHEME`), with fmix32 the MurmurHash3 finaliser (x ^= x>>16; x *= 0x85ebca6b;
+x ^= x>>13; x *= 0xc2b2ae35; x ^= x>>16), a bijection of uint32 with full avalanche:
+
+* row key: the row's int64 seed split into words lo, hi; k = fmix32(lo ^ fmix32(hi ^ HI_SALT)).
+* site key: sk = fmix32(k ^ site_salt(s)), site_salt(s) = (s + 1)·SITE_STEP mod 2^32.
+* values per word: a Bernoulli decision needs b bits, the fewest b <= 16 with p·2^b an integer
+  (b = 1 for p = 0.5, 2 for 0.75; 16 for 0.8, where the keep rate round(p·2^16)/2^16 is within
+  2^-17 = 7.6e-6 of p), so a word holds K = 32 // b decisions; a gaussian word holds K = 2
+  normals. One bit per decision at p = 0.5 cuts the hash work 32-fold against one word per
+  decision — the hash, not the GEMMs, was the cost to beat.
+* a site of n units uses W = ceil(n/K) words per sample; word w of sample t is
+  h = fmix32(((t·W + w)·GOLDEN mod 2^32) ^ sk), computed on [T, B, W] (the counter part on
+  [T, 1, W] and shared by the rows).
+* unit j = k·W + w takes field k of word w. Bernoulli: keep iff (h << k·b) < thr·2^(32-b)
+  with thr = round(p·2^b), i.e. iff the field, read as a b-bit integer, is below thr (the shift
+  is a wrapping multiply by 2^(k·b), one broadcast Mul for all K fields).
+* gaussian: Box–Muller on the 16-bit halves u1 = (hi + ½)/2^16, u2 = (lo + ½)/2^16 gives
+  z1 = r·cos θ (field 0) and z2 = r·sin θ (field 1); noise = 1 + σz with σ² = (1-p)/p. The
+  16-bit uniforms cap |z| at √(2·ln 2^17) ≈ 4.85 (a two-sided tail mass of 1.2e-6).
+
+Independence: within a row and site the counters t·W + w are distinct for T·W <= 2^32 and GOLDEN
+is odd, so the fmix32 inputs are distinct and no hash word repeats; fmix32's avalanche makes the
+words of neighbouring counters, and the bit fields of one word, look independent. Sites differ by
+their salted keys, rows by their seeds: two distinct seeds share a row key with probability
+2^-32, and for two different keys the words coincide only where (c·GOLDEN) ^ (c'·GOLDEN) equals
+the keys' xor — about N²/2^32 scattered words for N words per row, never a shifted copy of a
+whole stream (as adding the key to the counter would give).
+A row's noise depends on its own seed only: not on its batch-mates, its position or the batch
+size, which is what lets a server batch rows of different requests.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from onnx import TensorProto
+
+from exporter.onnx_graph import GraphBuilder
+
+RNG_SCHEME = "dropnet-ctr-fmix32/1"
+"""Name and version of the noise scheme; any change to the values it produces needs a new version."""
+GOLDEN = 0x9E3779B9
+FMIX_MULTIPLIERS = (0x85EBCA6B, 0xC2B2AE35)
+HI_SALT = 0x5BD1E995
+SITE_STEP = 0x27D4EB2F
+HALF = 1 << 16
+MAX_BITS = 16
+WORD = 1 << 32
+COUNTER_LIMIT = WORD
+"""T·W (samples times words per site) must not exceed this, or counters repeat (mod 2^32)."""
+
+
+def decision_bits(retain: float) -> int:
+    """Bits per Bernoulli decision: the fewest b <= 16 with p·2^b an integer (exact), else 16."""
+    return next((bits for bits in range(1, MAX_BITS) if (retain * (1 << bits)).is_integer()), MAX_BITS)
+
+
+def keep_threshold(retain: float) -> int:
+    """A decision keeps its unit when its b-bit field is below this; keep rate = threshold / 2^b."""
+    bits = decision_bits(retain)
+    return min(round(retain * (1 << bits)), 1 << bits)
+
+
+def is_noiseless(retain: float, flavour: str) -> bool:
+    """True when a site's noise is exactly 1 in this scheme (p = 1, or p rounds to 2^16/2^16)."""
+    return retain >= 1.0 or (flavour != "gaussian" and keep_threshold(retain) == 1 << decision_bits(retain))
+
+
+def values_per_word(retain: float, flavour: str) -> int:
+    """Noise values one 32-bit hash word yields: 32 // b Bernoulli decisions, or 2 normals."""
+    return 2 if flavour == "gaussian" else 32 // decision_bits(retain)
+
+
+def words_per_sample(units: int, retain: float, flavour: str) -> int:
+    """Hash words one sample of a site of ``units`` units uses."""
+    return -(-units // values_per_word(retain, flavour))
+
+
+class CounterNoise:
+    """Builds the hash words of each dropout site for the rows of one batch and T samples."""
+
+    def __init__(self, g: GraphBuilder, seed: str, num_samples: str, rows: str) -> None:
+        """``seed``: int64 [1] (one seed for the batch) or [B]; ``num_samples``: scalar T; ``rows``: scalar B."""
+        self._g = g
+        indices = g.op("Cast", g.op("Range", g.i64(0), num_samples, g.i64(1)), to=TensorProto.UINT32)
+        self._sample_index = g.op("Reshape", indices, g.i64([-1, 1, 1]))
+        self._row_keys = self._keys(seed, rows)
+
+    def _keys(self, seed: str, rows: str) -> str:
+        """uint32 [B] row keys; a [1] seed S stands for the row seeds S ^ (b << 32) (exporter.seeding)."""
+        g = self._g
+        rows_1d = g.op("Reshape", rows, g.i64([1]))
+        single = g.op("Equal", g.op("Shape", seed), g.i64([1]))
+        # Any length but 1 must be B: Reshape to [B] refuses other lengths (no silent broadcast).
+        flat = g.op("Reshape", seed, g.op("Where", single, g.i64([1]), rows_1d))
+        seeds = g.op("Expand", flat, rows_1d)
+        stride = g.op("Where", single, g.i64([1 << 32]), g.i64([0]))
+        offsets = g.op("Mul", g.op("Range", g.i64(0), rows, g.i64(1)), stride)
+        row_seeds = g.op("BitwiseXor", seeds, offsets)
+        low = g.op("Cast", row_seeds, to=TensorProto.UINT32)
+        unsigned = g.op("Cast", row_seeds, to=TensorProto.UINT64)
+        shifted = g.op("BitShift", unsigned, g.const(np.uint64(32)), direction="RIGHT")
+        high = g.op("Cast", shifted, to=TensorProto.UINT32)
+        return fmix32(g, g.op("BitwiseXor", low, fmix32(g, g.op("BitwiseXor", high, g.u32(HI_SALT)))))
+
+    def words(self, site: int, count: int) -> str:
+        """uint32 [T, B, count]: word w of sample t of row b at dropout site ``site``."""
+        g = self._g
+        salt = ((site + 1) * SITE_STEP) % WORD
+        site_key = fmix32(g, g.op("BitwiseXor", self._row_keys, g.u32(salt)))
+        site_key = g.op("Unsqueeze", site_key, g.i64([0, 2]))
+        sample_base = g.op("Mul", self._sample_index, g.u32((count * GOLDEN) % WORD))
+        unit_offsets = (np.arange(count, dtype=np.uint64) * GOLDEN % WORD).astype(np.uint32).reshape(1, 1, count)
+        counters = g.op("Add", sample_base, g.const(unit_offsets, "unit_offsets"))
+        return fmix32(g, g.op("BitwiseXor", counters, site_key))
+
+
+def fmix32(g: GraphBuilder, x: str) -> str:
+    """MurmurHash3's 32-bit finaliser on a uint32 tensor."""
+    for shift, multiplier in zip((16, 13), FMIX_MULTIPLIERS):
+        x = g.op("Mul", _xorshift(g, x, shift), g.u32(multiplier))
+    return _xorshift(g, x, 16)
+
+
+def _xorshift(g: GraphBuilder, x: str, shift: int) -> str:
+    return g.op("BitwiseXor", x, g.op("BitShift", x, g.u32(shift), direction="RIGHT"))
+
+
+def keep_mask(g: GraphBuilder, words: str, retain: float, units: int) -> str:
+    """bool [T, B, units]: Bernoulli(p) keep decisions, 32 // b per word (see the module docstring)."""
+    bits = decision_bits(retain)
+    fields = 32 // bits
+    # Field k of word w, moved to the top bits: (h << k·b) as a wrapping multiply, [T, B, K, W].
+    shifts = np.array([[1 << (bits * k)] for k in range(fields)], dtype=np.uint32)
+    shifted = g.op("Mul", g.op("Unsqueeze", words, g.i64([2])), g.const(shifts, "field_shifts"))
+    keep = g.op("Less", shifted, g.u32(keep_threshold(retain) << (32 - bits)))
+    return _first_units(g, g.op("Reshape", keep, g.i64([0, 0, -1])), units, fields)
+
+
+def gaussian_noise(g: GraphBuilder, words: str, retain: float, units: int) -> str:
+    """float [T, B, units]: 1 + σ·N(0, 1) with σ² = (1 - p)/p, by Box–Muller on the 16-bit halves."""
+    high = g.op("Cast", g.op("BitShift", words, g.u32(16), direction="RIGHT"), to=TensorProto.FLOAT)
+    low = g.op("Cast", g.op("BitwiseAnd", words, g.u32(HALF - 1)), to=TensorProto.FLOAT)
+    uniform = g.op("Mul", g.op("Add", high, g.f32(0.5)), g.f32(1.0 / HALF))
+    radius = g.op("Sqrt", g.op("Mul", g.op("Log", uniform), g.f32(-2.0 * (1.0 - retain) / retain)))
+    angle = g.op("Mul", g.op("Add", low, g.f32(0.5)), g.f32(2.0 * math.pi / HALF))
+    normal = g.op("Concat", g.op("Mul", radius, g.op("Cos", angle)), g.op("Mul", radius, g.op("Sin", angle)), axis=-1)
+    return _first_units(g, g.op("Add", normal, g.f32(1.0)), units, 2)
+
+
+def _first_units(g: GraphBuilder, values: str, units: int, per_word: int) -> str:
+    """Drop the surplus values of the last words when ``units`` is not a multiple of ``per_word``."""
+    if units % per_word == 0:
+        return values
+    return g.op("Slice", values, g.i64([0]), g.i64([units]), g.i64([-1]))
