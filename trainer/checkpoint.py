@@ -1,0 +1,99 @@
+"""The ``--resume`` checkpoint: everything needed to continue a run exactly where it stopped.
+
+``RUN_DIR/checkpoint/`` holds ``epoch-NNNNN.safetensors`` (model state, SGD momentum buffers,
+torch and shuffling RNG states) and ``state.json`` (epochs done, best-so-far, elapsed seconds,
+and the name of the tensors file). The tensors file is written first; replacing ``state.json``
+(atomically) is the commit point; older tensors files are deleted afterwards. A run killed at
+any moment therefore resumes from the last completed epoch. No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from dropnet.errors import RunDirError
+from dropnet.fileio import atomic_write, atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.json"
+CHECKPOINT_FORMAT = "dropnet-checkpoint/1"
+
+
+@dataclass
+class TrainState:
+    """Progress of a run, as of the end of its last completed epoch."""
+
+    epochs_done: int = 0
+    best_epoch: int | None = None
+    """1-based epoch whose weights are in model.safetensors."""
+    best_val_error: float | None = None
+    """Validation error of ``best_epoch`` (None when there is no validation split)."""
+    seconds: float = 0.0
+    """Wall-clock seconds spent in the completed epochs."""
+
+
+def save_checkpoint(
+    run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, shuffle: torch.Generator, state: TrainState
+) -> None:
+    """Write the checkpoint of the epoch that just ended (see module docstring for the commit protocol)."""
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model/{k}": v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    for name, param in model.named_parameters():
+        buffer = optimizer.state.get(param, {}).get("momentum_buffer")
+        if buffer is not None:
+            tensors[f"momentum/{name}"] = buffer.detach().to("cpu").contiguous()
+    tensors["rng/torch"] = torch.get_rng_state()
+    tensors["rng/shuffle"] = shuffle.get_state()
+    if next(model.parameters()).is_cuda:
+        tensors["rng/cuda"] = torch.cuda.get_rng_state()
+    tensors_name = f"epoch-{state.epochs_done:05d}.safetensors"
+    atomic_write(directory / tensors_name, lambda tmp: save_file(tensors, str(tmp)))
+    atomic_write_json(directory / STATE_FILE, {"format": CHECKPOINT_FORMAT, "tensors": tensors_name, **asdict(state)})
+    for old in directory.glob("epoch-*.safetensors"):
+        if old.name != tensors_name:
+            old.unlink(missing_ok=True)
+
+
+def load_checkpoint(
+    run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, shuffle: torch.Generator
+) -> TrainState | None:
+    """Restore model, momentum buffers and RNG states in place; None when the run has no checkpoint yet."""
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    state_path = directory / STATE_FILE
+    if not state_path.is_file():
+        return None
+    try:
+        raw = json.loads(state_path.read_text())
+        if raw.pop("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"expected format {CHECKPOINT_FORMAT!r}")
+        tensors_path = directory / raw.pop("tensors")
+        state = TrainState(**raw)
+        tensors = load_file(str(tensors_path))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, OSError, SafetensorError) as exc:
+        raise RunDirError(f"{directory}: unreadable checkpoint ({exc}); start a new run instead of --resume") from None
+    weights = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise RunDirError(f"{directory}: checkpoint does not match the configured model ({exc})") from None
+    for name, param in model.named_parameters():
+        buffer = tensors.get(f"momentum/{name}")
+        if buffer is not None:
+            optimizer.state[param]["momentum_buffer"] = buffer.to(device=param.device, dtype=param.dtype)
+    torch.set_rng_state(tensors["rng/torch"])
+    shuffle.set_state(tensors["rng/shuffle"])
+    if "rng/cuda" in tensors and next(model.parameters()).is_cuda:
+        torch.cuda.set_rng_state(tensors["rng/cuda"])
+    logger.info("resuming after epoch %d (best epoch so far: %s)", state.epochs_done, state.best_epoch)
+    return state

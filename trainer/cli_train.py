@@ -1,0 +1,60 @@
+"""``dropnet train``: train a dropout network from a preset plus flags and write a run directory."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from pathlib import Path
+
+from dropnet.errors import ConfigError
+from trainer.cli_flags import add_config_flags, apply_flags
+from trainer.config import TrainConfig, list_presets, load_preset
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register ``--config``, ``--out``, ``--resume`` and one flag per config field."""
+    parser.add_argument(
+        "--config", metavar="PRESET",
+        help=f"bundled preset name ({', '.join(list_presets()) or 'none bundled'}) or path to a YAML preset; "
+        "flags override it (default: the built-in defaults)",
+    )
+    parser.add_argument(
+        "--out", metavar="RUN_DIR", type=Path,
+        help='run directory to write; must be new or empty (default: runs/<preset or "run">-<timestamp>)',
+    )
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in --out from its last completed epoch, with the run's own config "
+        "(only --epochs and --device may change)",
+    )
+    add_config_flags(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, then print the best epoch, its val/test error and the run directory."""
+    from trainer.loop import train  # imports torch: only when training
+
+    config = requested_config(args)
+    run_dir = args.out or Path("runs") / f"{config.preset or 'run'}-{datetime.now():%Y%m%d-%H%M%S}"
+    final = train(config, run_dir, resume=args.resume)
+    val = "n/a (no validation split)" if final["val_error"] is None else f"{final['val_error']:.2%}"
+    print(
+        f"best epoch {final['best_epoch']} of {final['epochs']}: val error {val}, "
+        f"test error {final['test_error']:.2%} ({final['seconds']:.1f}s of training)\nrun dir: {run_dir}"
+    )
+    return 0
+
+
+def requested_config(args: argparse.Namespace) -> TrainConfig:
+    """The preset (or, for --resume without --config, the run's own config) with the flags applied."""
+    if args.resume and args.out is None:
+        raise ConfigError("--resume needs --out RUN_DIR, the run directory to continue")
+    if args.config:
+        base = load_preset(args.config)
+    elif args.resume:
+        from trainer.rundir import read_config
+
+        base = TrainConfig.from_dict(read_config(args.out)["config"])
+    else:
+        base = TrainConfig()
+    return apply_flags(base, args)

@@ -1,0 +1,294 @@
+"""The training loop: SGD with momentum, dropout, max-norm after every step, best-by-validation weights.
+
+The whole dataset lives on the device as tensors when it fits; each epoch shuffles with a seeded
+permutation and slices batches by ``index_select`` (no DataLoader). The hot loop never
+synchronises with the device: loss and error accumulate there and are read once per epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dropnet.errors import ConfigError, RunDirError
+from dropnet.fileio import atomic_write_json
+from trainer.checkpoint import CHECKPOINT_DIR, TrainState, load_checkpoint, save_checkpoint
+from trainer.config import TrainConfig
+from trainer.device import resolve_device
+from trainer.maxnorm import MaxNorm
+from trainer.metrics import Progress, append_record, plot_curves, truncate_records
+from trainer.models import InputSpec, build_model, weight_layers
+from trainer.rundir import (
+    CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, read_config, save_weights, spec_from_dict, update_config, write_config,
+)
+from trainer.schedules import learning_rate, momentum
+
+if TYPE_CHECKING:
+    from trainer.data import Dataset
+
+logger = logging.getLogger(__name__)
+
+CURVES_FILE = "curves.png"
+EVAL_CHUNK = 2048
+RESUMABLE_CHANGES = ("optim.epochs", "device")
+"""Config fields a resumed run may change: train longer, or continue on another device."""
+_SHUFFLE_STREAM = 1
+
+
+def train(config: TrainConfig, run_dir: Path, resume: bool = False, dataset: Dataset | None = None) -> dict[str, Any]:
+    """Train the network ``config`` describes, write ``run_dir``, and return the final metrics.
+
+    A new run needs an empty or missing ``run_dir``. With ``resume`` the run continues from its
+    checkpoint (``config`` must equal the run's own, except for :data:`RESUMABLE_CHANGES`).
+    ``dataset`` defaults to ``trainer.data.load_dataset(config.data, config.seed)``.
+    """
+    config.validate()
+    run_dir = Path(run_dir)
+    if resume:
+        _check_resumable(run_dir, config)
+    else:
+        _check_new_run_dir(run_dir)
+    device = resolve_device(config.device)
+    if config.bf16 and device.type != "cuda":
+        logger.info("bf16 autocast is ignored on %s", device)
+    if dataset is None:
+        from trainer.data import load_dataset
+
+        dataset = load_dataset(config.data, config.seed)
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, dataset.spec).to(device)
+    shuffle = torch.Generator().manual_seed(_stream_seed(config.seed, _SHUFFLE_STREAM))
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.optim.lr, momentum=config.optim.momentum_start,
+        weight_decay=config.optim.weight_decay, foreach=True,
+    )
+    max_norm = MaxNorm(weight_layers(model), config.model.resolved_max_norm())
+    metrics_path = run_dir / METRICS_FILE
+    if resume:
+        state = load_checkpoint(run_dir, model, optimizer, shuffle) or TrainState()
+        if state.epochs_done > config.optim.epochs:
+            raise ConfigError(
+                f"{run_dir} has already trained {state.epochs_done} epochs; --epochs must be at least that, "
+                f"got {config.optim.epochs}"
+            )
+        _reopen_config(run_dir, config, dataset.spec)
+        records = truncate_records(metrics_path, state.epochs_done)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(run_dir, config, dataset.spec, dataset.describe())
+        state, records = TrainState(), []
+
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = _place(dataset, device)
+    bf16 = config.bf16 and device.type == "cuda"
+    batch_size = config.optim.batch_size
+    progress = Progress(config.optim.epochs, math.ceil(_examples_per_epoch(len(train_y), batch_size) / batch_size))
+    logger.info(
+        "training on %s: %d train / %d val / %d test examples, %d parameters, epochs %d..%d",
+        device, len(train_y), len(val_y), len(test_y), sum(p.numel() for p in model.parameters()),
+        state.epochs_done + 1, config.optim.epochs,
+    )
+
+    for epoch in range(state.epochs_done, config.optim.epochs):
+        started = time.perf_counter()
+        lr, mom = learning_rate(config.optim, epoch), momentum(config.optim, epoch)
+        for group in optimizer.param_groups:
+            group["lr"], group["momentum"] = lr, mom
+        loss, train_error = train_epoch(
+            model, optimizer, max_norm, train_x, train_y, batch_size, shuffle, bf16=bf16, progress=progress,
+            epoch=epoch + 1,
+        )
+        if not math.isfinite(loss):
+            raise ConfigError(
+                f"training diverged in epoch {epoch + 1}: the mean training loss became {loss}. The learning "
+                f"rate {lr:g} is probably too high; try a lower --lr (e.g. {config.optim.lr / 10:g}). "
+                f"{_best_note(run_dir, state)}"
+            )
+        val_error = error_rate(model, val_x, val_y, bf16) if len(val_y) else None
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss,
+            "train_error_dropout": train_error,
+            "val_error": val_error,
+            "test_error": error_rate(model, test_x, test_y, bf16),
+            "lr": lr,
+            "momentum": mom,
+            "seconds": time.perf_counter() - started,
+        }
+        if val_error is None or state.best_val_error is None or val_error < state.best_val_error:
+            save_weights(run_dir / WEIGHTS_FILE, model)
+            state.best_epoch, state.best_val_error = epoch + 1, val_error
+        append_record(metrics_path, record)
+        records.append(record)
+        progress.epoch_done(record)
+        state.epochs_done, state.seconds = epoch + 1, state.seconds + record["seconds"]
+        save_checkpoint(run_dir, model, optimizer, shuffle, state)
+
+    best = next(r for r in records if r["epoch"] == state.best_epoch)
+    final = {
+        "best_epoch": state.best_epoch,
+        "val_error": best["val_error"],
+        "test_error": best["test_error"],
+        "epochs": state.epochs_done,
+        "seconds": state.seconds,
+    }
+    update_config(run_dir, final_metrics=final)
+    plot_curves(records, run_dir / CURVES_FILE)
+    return final
+
+
+@torch.inference_mode()
+def error_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool = False) -> float:
+    """Classification error of the deterministic test-time network (``model.eval()``) on ``x``, ``y``."""
+    model.eval()
+    device = next(model.parameters()).device
+    wrong = torch.zeros((), dtype=torch.int64, device=device)
+    for start in range(0, len(y), EVAL_CHUNK):
+        xb = x[start : start + EVAL_CHUNK].to(device, non_blocking=True)
+        yb = y[start : start + EVAL_CHUNK].to(device, non_blocking=True)
+        with _autocast(device, bf16):
+            logits = model(xb)
+        wrong += (logits.argmax(dim=1) != yb).sum()
+    return wrong.item() / len(y)
+
+
+def train_epoch(
+    model: nn.Module, optimizer: torch.optim.Optimizer, max_norm: MaxNorm, x: torch.Tensor, y: torch.Tensor,
+    batch_size: int, shuffle: torch.Generator, *, bf16: bool = False, progress: Progress | None = None,
+    epoch: int = 1,
+) -> tuple[float, float]:
+    """One pass over the training set in a ``shuffle``-seeded order, max-norm after every step.
+
+    Returns (mean batch loss, training error of the dropout forward passes). ``progress``, if
+    given, is redrawn every ``progress.every`` steps as epoch ``epoch``.
+    """
+    model.train()
+    device = next(model.parameters()).device
+    order = torch.randperm(len(y), generator=shuffle).to(x.device)
+    n = _examples_per_epoch(len(y), batch_size)
+    loss_sum = torch.zeros((), device=device)
+    wrong = torch.zeros((), dtype=torch.int64, device=device)
+    steps = 0
+    for start in range(0, n, batch_size):
+        index = order[start : min(start + batch_size, n)]
+        xb = x.index_select(0, index).to(device, non_blocking=True)
+        yb = y.index_select(0, index).to(device, non_blocking=True)
+        with _autocast(device, bf16):
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        max_norm()
+        loss_sum += loss.detach()
+        wrong += (logits.detach().argmax(dim=1) != yb).sum()
+        steps += 1
+        if progress is not None and progress.every and steps % progress.every == 0:
+            seen = min(start + batch_size, n)
+            progress.update(epoch, steps, (loss_sum / steps).item(), wrong.item() / seen)
+    return (loss_sum / steps).item(), wrong.item() / n
+
+
+def _examples_per_epoch(n: int, batch_size: int) -> int:
+    """Examples an epoch trains on: all but a trailing batch of one, which batch norm cannot train on."""
+    return n - 1 if n % batch_size == 1 and n > 1 else n
+
+
+def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def _place(dataset: Dataset, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(examples, labels) tensors of the train, val and test splits, on ``device`` when they fit.
+
+    On CUDA the data stays on the device if it needs at most half the free memory; otherwise it
+    stays in pinned host memory and batches are copied over as they are used.
+    """
+    splits = (dataset.train, dataset.val, dataset.test)
+    storage, pin = device, False
+    if device.type == "cuda":
+        needed = sum(s.x.size * 4 + s.y.size * 8 for s in splits)
+        free, _ = torch.cuda.mem_get_info(device)
+        if needed > free // 2:
+            logger.info(
+                "dataset (%.0f MB) does not fit on %s; batches are copied from pinned host memory", needed / 1e6, device
+            )
+            storage, pin = torch.device("cpu"), True
+    placed = []
+    for split in splits:
+        x = torch.from_numpy(np.array(split.x, dtype=np.float32))
+        y = torch.from_numpy(np.array(split.y, dtype=np.int64))
+        placed.append((x.pin_memory(), y.pin_memory()) if pin else (x.to(storage), y.to(storage)))
+    return placed
+
+
+def _stream_seed(seed: int, stream: int) -> int:
+    """An independent 63-bit seed for one random stream of a run."""
+    words = np.random.SeedSequence((seed, stream)).generate_state(2, dtype=np.uint32)
+    return (int(words[0]) << 31) ^ int(words[1])
+
+
+def _check_new_run_dir(run_dir: Path) -> None:
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise RunDirError(
+            f"run directory {run_dir} already exists and is not empty; pass --resume to continue the run "
+            "in it, or choose another --out"
+        )
+
+
+def _check_resumable(run_dir: Path, config: TrainConfig) -> None:
+    """Refuse to resume a run directory whose config differs from ``config`` (beyond RESUMABLE_CHANGES)."""
+    stored = read_config(run_dir)["config"]
+    differences = [
+        f"{key}: the run has {old!r}, requested {new!r}"
+        for key, (old, new) in _diff(stored, config.to_dict()).items()
+        if key not in RESUMABLE_CHANGES
+    ]
+    if differences:
+        raise ConfigError(
+            f"cannot resume {run_dir} with a different config ({'; '.join(differences)}); resume with the run's "
+            f"own settings (only {', '.join(RESUMABLE_CHANGES)} may change) or start a new run with another --out"
+        )
+    if not (run_dir / CHECKPOINT_DIR).is_dir():
+        logger.info("%s has no checkpoint yet; training starts from epoch 1", run_dir)
+
+
+def _reopen_config(run_dir: Path, config: TrainConfig, spec: InputSpec) -> None:
+    """Record the resumed run's config and drop its stale final metrics; refuse if the data changed."""
+    raw = read_config(run_dir)
+    stored = spec_from_dict(raw["input"])
+    if stored != spec:
+        raise RunDirError(
+            f"cannot resume {run_dir}: it was trained on inputs {stored}, but the data now gives {spec}; "
+            "resume with the same data or start a new run"
+        )
+    raw.pop("final_metrics", None)
+    raw["config"] = config.to_dict()
+    atomic_write_json(run_dir / CONFIG_FILE, raw)
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Flattened ``section.field`` keys whose values differ between two config dicts."""
+    changed: dict[str, tuple[Any, Any]] = {}
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed.update(_diff(a, b, f"{prefix}{key}."))
+        elif a != b:
+            changed[f"{prefix}{key}"] = (a, b)
+    return changed
+
+
+def _best_note(run_dir: Path, state: TrainState) -> str:
+    if state.best_epoch is None:
+        return "No weights were saved."
+    return f"The best weights so far (epoch {state.best_epoch}) remain in {run_dir / WEIGHTS_FILE}."
