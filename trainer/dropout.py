@@ -60,10 +60,8 @@ class Dropout(nn.Module):
         if self.flavour == "gaussian":
             noise = torch.randn_like(x)
             return noise.mul_(math.sqrt((1.0 - p) / p)).add_(1.0)
-        keep = torch.rand_like(x) < p
-        if self.flavour == "paper":
-            return keep
-        return keep.to(x.dtype).mul_(1.0 / p)
+        keep = torch.rand_like(x).lt_(p)  # a float 0/1 mask: no bool→float copies forward or backward
+        return keep if self.flavour == "paper" else keep.mul_(1.0 / p)
 
 
 def set_mc_sampling(model: nn.Module, enabled: bool) -> None:
