@@ -1,0 +1,80 @@
+"""``dropnet evaluate RUN_DIR``: test error of weight scaling vs Monte-Carlo model averaging (paper Fig. 11)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from dropnet.fileio import atomic_write_json
+from trainer.cli_flags import converter, field_docs
+from trainer.config import DataConfig
+
+RESULT_FILE = "evaluate.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register RUN_DIR and the evaluation flags."""
+    data_docs = field_docs(DataConfig)
+    parse_counts, counts_metavar = converter(list[int])
+    parser.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="run directory (from `dropnet train`)")
+    parser.add_argument(
+        "--data", metavar="NAME|PATH", help=f"{data_docs['name']} (default: the data the run was trained on)"
+    )
+    parser.add_argument("--data-dir", metavar="DIR", help=f"{data_docs['data_dir']} (default: the run's)")
+    parser.add_argument(
+        "--mc-samples", type=parse_counts, metavar=counts_metavar,
+        help="comma-separated numbers k of sampled thinned networks to average (default: 1,2,5,10,20,50,100)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the dropout masks (default: 0)")
+    parser.add_argument(
+        "--repeats", type=int, default=1, metavar="R",
+        help="repeat the MC evaluation with seeds S..S+R-1 and report mean ± std per k (default: 1)",
+    )
+    parser.add_argument("--split", choices=("test", "val"), default="test", help="split to evaluate (default: test)")
+    parser.add_argument("--json-out", metavar="FILE", type=Path, help=f"result file (default: RUN_DIR/{RESULT_FILE})")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device (default: auto)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate, print the table and write the JSON result."""
+    from trainer.evaluate import DEFAULT_MC_SAMPLES, evaluate
+
+    result = evaluate(
+        args.run_dir, data_cfg=requested_data(args), mc_samples=args.mc_samples or DEFAULT_MC_SAMPLES,
+        seed=args.seed, split=args.split, device=args.device, repeats=args.repeats,
+    )
+    out = args.json_out or args.run_dir / RESULT_FILE
+    atomic_write_json(out, result)
+    print(f"{format_table(result)}\nresult: {out}")
+    return 0
+
+
+def requested_data(args: argparse.Namespace) -> DataConfig | None:
+    """The run's data config with --data/--data-dir applied, or None (the run's own) when neither is given."""
+    if args.data is None and args.data_dir is None:
+        return None
+    from trainer.config import TrainConfig
+    from trainer.rundir import read_config
+
+    data = TrainConfig.from_dict(read_config(args.run_dir)["config"]).data
+    changes = {"name": args.data, "data_dir": args.data_dir}
+    return dataclasses.replace(data, **{k: v for k, v in changes.items() if v is not None})
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """One line per k: MC error (± std over repeats) next to the weight-scaling error."""
+    dataset = result["dataset"]["name"]
+    seeds = result["seeds"]
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}..{seeds[-1]}"
+    lines = [
+        f"{result['run_dir']} on {dataset} {result['split']} ({result['examples']} examples, {seed_text}, "
+        f"{result['device']})",
+        f"{'k':>6}  {'MC error':>17}  {'weight scaling':>14}",
+    ]
+    scaled = f"{result['weight_scaling_error']:.2%}"
+    for entry in result["mc"]:
+        mc = f"{entry['error']:.2%}" + (f" ± {entry['std']:.2%}" if "std" in entry else "")
+        lines.append(f"{entry['k']:>6}  {mc:>17}  {scaled:>14}")
+    return "\n".join(lines)
