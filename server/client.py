@@ -1,0 +1,66 @@
+"""A small blocking client for ``dropnet.v1.Predictor``: numpy in, numpy out.
+
+    with DropnetClient("127.0.0.1:50051") as client:
+        out = client.predict("digits", x, mc_samples=100, seed=7)
+        out["probabilities"], out["mutual_information"], out["seed"]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import numpy as np
+
+from protos.dropnet.v1 import predictor_pb2 as v1
+from protos.dropnet.v1 import predictor_pb2_grpc as v1_grpc
+from server.codecs import decode_tensor, encode_tensor
+
+RESPONSE_TENSORS = ("probabilities", "predicted_class", "logits", "std", "predictive_entropy", "mutual_information", "samples")
+
+
+class DropnetClient:
+    """A channel to a dropnet server and typed calls on it; close it (or use ``with``) when done."""
+
+    def __init__(self, target: str, timeout_s: float = 30.0) -> None:
+        self._channel = grpc.insecure_channel(target)
+        self._stub = v1_grpc.PredictorStub(self._channel)
+        self.timeout_s = timeout_s
+
+    def __enter__(self) -> "DropnetClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        """Block until the channel is connected (raises grpc.FutureTimeoutError after ``timeout_s``)."""
+        grpc.channel_ready_future(self._channel).result(timeout=timeout_s)
+
+    def predict(
+        self, model: str, x: np.ndarray, mc_samples: int | None = None, seed: int | None = None,
+        version: str | None = None, outputs: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        """Deterministic prediction, or MC dropout when ``mc_samples`` is given; returns arrays by output name."""
+        request = v1.PredictRequest(
+            model=model, version=version or "", input=encode_tensor(np.asarray(x)), outputs=list(outputs),
+            mode=v1.MODE_MC_DROPOUT if mc_samples else v1.MODE_DETERMINISTIC, mc_samples=mc_samples or 0,
+        )
+        if seed is not None:
+            request.seed = seed
+        response = self._stub.Predict(request, timeout=self.timeout_s)
+        result: dict[str, Any] = {"model": response.model, "version": response.version}
+        if response.HasField("seed"):
+            result["seed"] = response.seed
+        for name in RESPONSE_TENSORS:
+            if response.HasField(name):
+                result[name] = decode_tensor(getattr(response, name), name)
+        return result
+
+    def list_models(self) -> list[v1.ModelSummary]:
+        """Every model the server knows, with its versions and readiness."""
+        return list(self._stub.ListModels(v1.ListModelsRequest(), timeout=self.timeout_s).models)
