@@ -30,3 +30,14 @@ def make_run_dir(run_dir: Path, model: ModelConfig, spec: InputSpec = DIGITS_SPE
     write_config(run_dir, config, spec, {"name": "synthetic", "train": 0, "val": 0, "test": 0})
     save_weights(run_dir / WEIGHTS_FILE, net)
     return run_dir
+
+
+def make_package(tmp_path: Path, **model_overrides: object) -> Path:
+    """Export a model package (MLP on the digits spec, seeded random weights) into ``tmp_path / "package"``.
+
+    ``model_overrides`` are :class:`ModelConfig` fields; the default network is 64-16-16-10.
+    """
+    from exporter.package import export_package  # here, so trainer-only tests never import onnx
+
+    model = ModelConfig(**{"hidden": [16, 16], **model_overrides})
+    return export_package(make_run_dir(tmp_path / "tiny-digits", model), tmp_path / "package")

@@ -1,0 +1,137 @@
+"""Export a run directory to a model package: manifest.json, deterministic.onnx, mc.onnx.
+
+The package is built and checked in full (ONNX checker, onnxruntime load, parity with the torch
+network) inside a temporary directory next to ``out_dir`` and then renamed into place, so no
+reader ever sees a half-written package.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+
+import dropnet
+from dropnet.errors import ModelPackageError
+from exporter.graphs import IR_VERSION, OPSET, RNG_SCHEME, build_deterministic, build_mc, verify_model
+from exporter.manifest import (
+    DETERMINISTIC_FILE,
+    MANIFEST_FILE,
+    MC_FILE,
+    build_manifest,
+    onnx_metadata,
+    seal_manifest,
+)
+from exporter.ort_check import check_in_onnxruntime
+from trainer.rundir import load_run, read_config, versions
+
+log = logging.getLogger(__name__)
+
+
+def export_package(
+    run_dir: str | Path, out_dir: str | Path, name: str | None = None, version: str = "1", force: bool = False
+) -> Path:
+    """Write the model package of ``run_dir`` to ``out_dir`` and return ``out_dir``.
+
+    ``name`` defaults to the run directory's name. An existing non-empty package is replaced only
+    with ``force``; a non-empty directory that is not a package is never replaced.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    _check_destination(out_dir, force)
+    name = name if name is not None else run_dir.resolve().name
+    for field, value in (("name", name), ("version", version)):
+        if not isinstance(value, str) or not value.strip():
+            raise ModelPackageError(f"package {field} must be a non-empty string, got {value!r}")
+    config, spec, model = load_run(run_dir)
+    draft = build_manifest(
+        name=name,
+        version=version,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        dropnet_version=dropnet.__version__,
+        versions={**versions(), "onnx": onnx.__version__, "onnxruntime": ort.__version__},
+        run_config=read_config(run_dir),
+        retain=config.model.resolved_retain(),
+        max_norm=config.model.resolved_max_norm(),
+        opset=OPSET,
+        ir_version=IR_VERSION,
+        rng=RNG_SCHEME,
+    )
+    metadata = onnx_metadata(draft)
+    graphs = {
+        DETERMINISTIC_FILE: build_deterministic(model, spec, metadata),
+        MC_FILE: build_mc(model, spec, metadata),
+    }
+    for proto in graphs.values():
+        verify_model(proto)
+    blobs = {file_name: proto.SerializeToString() for file_name, proto in graphs.items()}
+    check_in_onnxruntime(blobs[DETERMINISTIC_FILE], blobs[MC_FILE], model, spec)
+    mc_props = {prop.key: prop.value for prop in graphs[MC_FILE].metadata_props}
+    manifest = seal_manifest(draft, blobs, int(mc_props["rng_max_samples"]))
+    blobs[MANIFEST_FILE] = (json.dumps(manifest, indent=2) + "\n").encode()
+    _write_directory(out_dir, blobs, force)
+    log.info("exported %s version %s from %s to %s", name, version, run_dir, out_dir)
+    return out_dir
+
+
+def _check_destination(out_dir: Path, force: bool) -> None:
+    """Refuse a destination that is a file, a non-empty non-package, or a package without ``force``."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ModelPackageError(f"{out_dir} exists and is not a directory; expected a new or empty directory")
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not (out_dir / MANIFEST_FILE).is_file():
+        raise ModelPackageError(
+            f"{out_dir} is a non-empty directory without {MANIFEST_FILE}; expected a new or empty directory "
+            "(an existing package can be replaced with --force)"
+        )
+    if not force:
+        raise ModelPackageError(f"{out_dir} already holds a model package; pass --force to replace it")
+
+
+def _write_directory(out_dir: Path, files: dict[str, bytes], force: bool) -> None:
+    """Write ``files`` into a temporary sibling of ``out_dir``, sync it, then rename it into place."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        for file_name, data in files.items():
+            with open(staging / file_name, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        staging.chmod(0o755)
+        _check_destination(out_dir, force)
+        if out_dir.is_dir() and any(out_dir.iterdir()):
+            _swap_in(staging, out_dir)
+        else:
+            os.replace(staging, out_dir)  # also replaces an empty directory
+        _fsync_directory(out_dir.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """Replace the existing package ``out_dir`` by ``staging``: the old one is moved aside, then deleted."""
+    retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+    os.replace(out_dir, retired)
+    try:
+        os.replace(staging, out_dir)
+    except BaseException:
+        os.replace(retired, out_dir)
+        raise
+    shutil.rmtree(retired)
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

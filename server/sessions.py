@@ -1,0 +1,54 @@
+"""onnxruntime sessions: creation and runs, with onnxruntime's errors turned into dropnet errors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from dropnet.errors import ConfigError, DropnetError, ModelPackageError
+from server.providers import CPU, CUDA
+
+_ORT_STATE = ort.capi.onnxruntime_pybind11_state
+# onnxruntime raises its own Exception subclasses (Fail, InvalidArgument, ...), and RuntimeError.
+_ORT_ERRORS: tuple[type[Exception], ...] = (RuntimeError,) + tuple(
+    obj for obj in vars(_ORT_STATE).values() if isinstance(obj, type) and issubclass(obj, Exception)
+)
+
+
+def create_session(
+    model: bytes, what: str, provider: str, intra_op_threads: int | None, inputs: Sequence[str], outputs: Sequence[str]
+) -> ort.InferenceSession:
+    """A session for ``model`` (named ``what`` in errors) on ``provider``, checked to have the given inputs/outputs."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: placement notes on CUDA are not worth a warning
+    if intra_op_threads is not None:
+        options.intra_op_num_threads = intra_op_threads
+    providers = [CUDA, CPU] if provider == CUDA else [CPU]
+    try:
+        session = ort.InferenceSession(model, options, providers=providers)
+    except _ORT_ERRORS as exc:
+        raise ModelPackageError(f"{what}: onnxruntime {ort.__version__} cannot load it ({exc})") from None
+    if session.get_providers()[0] != provider:
+        raise ConfigError(f"{what}: onnxruntime placed the session on {session.get_providers()[0]}, not {provider}")
+    have_inputs = [i.name for i in session.get_inputs()]
+    have_outputs = [o.name for o in session.get_outputs()]
+    if sorted(have_inputs) != sorted(inputs) or not set(outputs) <= set(have_outputs):
+        raise ModelPackageError(
+            f"{what}: graph has inputs {have_inputs} and outputs {have_outputs}; "
+            f"expected inputs {list(inputs)} and outputs {list(outputs)}"
+        )
+    return session
+
+
+def run_session(
+    session: ort.InferenceSession, what: str, outputs: Sequence[str], feeds: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Run ``session`` and return the requested outputs by name."""
+    try:
+        values = session.run(list(outputs), feeds)
+    except _ORT_ERRORS as exc:
+        shapes = {name: value.shape for name, value in feeds.items()}
+        raise DropnetError(f"{what} failed to run on inputs of shapes {shapes}: {exc}") from None
+    return dict(zip(outputs, values))

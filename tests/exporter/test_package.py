@@ -1,0 +1,163 @@
+"""Model package export: manifest, ONNX metadata, onnxruntime parity, atomic writes, the CLI."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+import dropnet
+from dropnet.cli import main
+from dropnet.errors import ModelPackageError
+from exporter import package as package_module
+from exporter.graphs import IR_VERSION, OPSET, RNG_SCHEME
+from exporter.package import export_package
+from tests.factories import DIGITS_SPEC, make_run_dir
+from trainer.config import ModelConfig
+from trainer.rundir import load_run, read_config, update_config
+
+TINY_MODEL = ModelConfig(hidden=[16, 16])
+
+
+def _manifest(package: Path) -> dict:
+    return json.loads((package / "manifest.json").read_text())
+
+
+def _rows(n: int, seed: int = 1) -> np.ndarray:
+    low, high = DIGITS_SPEC.value_range
+    return np.random.default_rng(seed).uniform(low, high, size=(n, *DIGITS_SPEC.shape)).astype(np.float32)
+
+
+def test_manifest_lists_everything_the_interface_promises(tiny_package: Path, tiny_run_dir: Path) -> None:
+    manifest = _manifest(tiny_package)
+    run = read_config(tiny_run_dir)
+    assert manifest["format"] == "dropnet-model/1"
+    assert (manifest["name"], manifest["version"]) == ("tiny-digits", "1")
+    assert manifest["dropnet_version"] == dropnet.__version__
+    assert manifest["versions"]["onnx"] == onnx.__version__
+    assert manifest["versions"]["onnxruntime"] == ort.__version__
+    assert manifest["versions"]["torch"] == torch.__version__
+    assert manifest["versions"]["dropnet"] == dropnet.__version__
+    assert manifest["source_run"] == {"config": run["config"], "created": run["created"], "command": run["command"]}
+    assert manifest["input"] == {
+        "name": "x", "shape": [1, 8, 8], "dtype": "float32", "value_range": [0.0, 16.0],
+        "normalisation": {"mean": 4.88, "std": 6.02, "in_graph": True},
+    }
+    assert manifest["classes"] == [str(d) for d in range(10)]
+    assert manifest["architecture"] == run["config"]["model"]
+    assert manifest["dropout"] == {"flavour": "paper", "retain": [0.8, 0.5, 0.5]}
+    assert manifest["max_norm"] == [3.5, 3.5, None]
+    assert manifest["onnx"] == {"opset": OPSET, "ir_version": IR_VERSION}
+    assert manifest["mc"] == {"max_samples": 1000, "rng": RNG_SCHEME}
+    assert manifest["metrics"] == {}
+    for file_name in ("deterministic.onnx", "mc.onnx"):
+        data = (tiny_package / file_name).read_bytes()
+        assert manifest["files"][file_name] == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    assert sorted(p.name for p in tiny_package.iterdir()) == ["deterministic.onnx", "manifest.json", "mc.onnx"]
+
+
+def test_name_version_and_final_metrics_are_carried(tmp_path: Path) -> None:
+    run_dir = make_run_dir(tmp_path / "run", TINY_MODEL)
+    metrics = {"test_error": 0.031, "val_error": 0.027}
+    update_config(run_dir, final_metrics=metrics)
+    manifest = _manifest(export_package(run_dir, tmp_path / "pkg", name="digits-mlp", version="7"))
+    assert (manifest["name"], manifest["version"], manifest["metrics"]) == ("digits-mlp", "7", metrics)
+
+
+def test_bare_onnx_files_describe_themselves(tiny_package: Path) -> None:
+    for graph in ("deterministic", "mc"):
+        props = {p.key: p.value for p in onnx.load(tiny_package / f"{graph}.onnx").metadata_props}
+        assert props["graph"] == graph
+        assert (props["name"], props["version"], props["format"]) == ("tiny-digits", "1", "dropnet-model/1")
+        assert props["flavour"] == "paper"
+        assert json.loads(props["retain"]) == [0.8, 0.5, 0.5]
+        assert json.loads(props["max_norm"]) == [3.5, 3.5, None]
+        assert json.loads(props["classes"]) == [str(d) for d in range(10)]
+        assert json.loads(props["input_shape"]) == [1, 8, 8]
+        assert json.loads(props["value_range"]) == [0.0, 16.0]
+        assert json.loads(props["normalisation"]) == {"mean": 4.88, "std": 6.02, "in_graph": True}
+        assert props["dropnet_version"] == dropnet.__version__
+        assert props.get("rng_scheme") == (RNG_SCHEME if graph == "mc" else None)
+
+
+def test_graphs_load_in_the_installed_onnxruntime_at_the_declared_ir_and_opset(tiny_package: Path) -> None:
+    manifest = _manifest(tiny_package)
+    for file_name, inputs in (("deterministic.onnx", ["x"]), ("mc.onnx", ["x", "num_samples", "seed"])):
+        proto = onnx.load(tiny_package / file_name)
+        assert proto.ir_version == manifest["onnx"]["ir_version"]
+        assert {o.domain: o.version for o in proto.opset_import}.get("", None) == manifest["onnx"]["opset"]
+        session = ort.InferenceSession(str(tiny_package / file_name), providers=["CPUExecutionProvider"])
+        assert [i.name for i in session.get_inputs()] == inputs
+
+
+def test_deterministic_graph_reproduces_the_torch_test_time_network(tiny_package: Path, tiny_run_dir: Path) -> None:
+    _, _, model = load_run(tiny_run_dir)
+    x = _rows(32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    session = ort.InferenceSession(str(tiny_package / "deterministic.onnx"), providers=["CPUExecutionProvider"])
+    logits, probabilities = session.run(["logits", "probabilities"], {"x": x})
+    assert np.max(np.abs(logits - expected)) <= 1e-5
+    np.testing.assert_allclose(probabilities, torch.softmax(torch.from_numpy(expected), dim=1).numpy(), atol=1e-6)
+
+
+def test_export_refuses_a_graph_that_does_not_match_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_build = package_module.build_deterministic
+
+    def build_from_perturbed(model: torch.nn.Sequential, spec, metadata):  # type: ignore[no-untyped-def]
+        perturbed = copy.deepcopy(model)
+        with torch.no_grad():
+            perturbed[-1].bias += 1e-3
+        return real_build(perturbed, spec, metadata)
+
+    monkeypatch.setattr(package_module, "build_deterministic", build_from_perturbed)
+    run_dir = make_run_dir(tmp_path / "run", TINY_MODEL)
+    message = r"deterministic\.onnx: logits .* max \|Δ\| = 0\.001.*expected ≤ 1e-05"
+    with pytest.raises(ModelPackageError, match=message):
+        export_package(run_dir, tmp_path / "pkg")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing written, no staging left
+
+
+def test_existing_package_is_refused_then_replaced_with_force(tmp_path: Path) -> None:
+    run_dir = make_run_dir(tmp_path / "run", TINY_MODEL)
+    out = export_package(run_dir, tmp_path / "pkg", version="1")
+    with pytest.raises(ModelPackageError, match="already holds a model package; pass --force"):
+        export_package(run_dir, out, version="2")
+    assert _manifest(out)["version"] == "1"
+    export_package(run_dir, out, version="2", force=True)
+    assert _manifest(out)["version"] == "2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg", "run"]  # no staging or retired dirs left
+
+
+def test_empty_destination_is_used_and_foreign_directories_are_never_replaced(tmp_path: Path) -> None:
+    run_dir = make_run_dir(tmp_path / "run", TINY_MODEL)
+    (tmp_path / "empty").mkdir()
+    assert (export_package(run_dir, tmp_path / "empty") / "manifest.json").is_file()
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "todo.txt").write_text("keep me")
+    with pytest.raises(ModelPackageError, match="non-empty directory without manifest.json"):
+        export_package(run_dir, foreign, force=True)
+    assert (foreign / "todo.txt").read_text() == "keep me"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ModelPackageError, match="is not a directory"):
+        export_package(run_dir, tmp_path / "file")
+
+
+def test_cli_export_writes_a_package_and_reports_refusals(
+    tiny_run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cli-pkg"
+    assert main(["export", str(tiny_run_dir), "--out", str(out), "--name", "cli", "--version", "3"]) == 0
+    assert (_manifest(out)["name"], _manifest(out)["version"]) == ("cli", "3")
+    assert main(["export", str(tiny_run_dir), "--out", str(out)]) == 2
+    assert "already holds a model package; pass --force" in capsys.readouterr().err
+    assert main(["export", str(tiny_run_dir), "--out", str(out), "--force"]) == 0
+    assert _manifest(out)["name"] == "tiny-digits"
