@@ -14,6 +14,7 @@ import sys
 from dropnet import __version__
 from dropnet.errors import DropnetError
 
+DESCRIPTION = "dropnet: dropout neural networks (Srivastava et al., JMLR 2014) — train, export to ONNX, serve."
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("trainer.cli_train", "train a dropout network and write a run directory"),
     "evaluate": ("trainer.cli_evaluate", "test error with weight scaling vs Monte-Carlo model averaging"),
@@ -26,17 +27,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every available subcommand."""
-    parser = argparse.ArgumentParser(prog="dropnet", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="dropnet", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"dropnet {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
+        module = importlib.import_module(module_name)
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(sub_parser)
         sub_parser.set_defaults(handler=module.run)
