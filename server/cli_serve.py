@@ -8,16 +8,15 @@ and exits 0. Heavy imports (grpc, onnxruntime) happen in :func:`run` only.
 from __future__ import annotations
 
 import argparse
-import ast
 import asyncio
 import dataclasses
-import inspect
 import logging
 import signal
 import types
 import typing
 from typing import Any
 
+from dropnet.fielddocs import field_docs
 from server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -29,19 +28,6 @@ FLAG_NAMES = {
     "shutdown_grace_s": "--grace",
 }
 """Flags not spelled like their field (``--field-name``)."""
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each field of a dataclass, read from its source."""
-    body = next(node.body for node in ast.parse(inspect.getsource(cls)).body if isinstance(node, ast.ClassDef))
-    docs: dict[str, str] = {}
-    for field, doc in zip(body, body[1:]):
-        if (
-            isinstance(field, ast.AnnAssign) and isinstance(field.target, ast.Name)
-            and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)
-        ):
-            docs[field.target.id] = " ".join(doc.value.value.split())
-    return docs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

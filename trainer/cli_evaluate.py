@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from dropnet.fileio import atomic_write_json
-from trainer.cli_flags import converter, field_docs
+from dropnet.fielddocs import field_docs
+from trainer.cli_flags import converter
 from trainer.config import DataConfig
 
 RESULT_FILE = "evaluate.json"

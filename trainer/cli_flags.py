@@ -11,17 +11,15 @@ override the config.
 from __future__ import annotations
 
 import argparse
-import ast
 import copy
 import dataclasses
-import inspect
-import textwrap
 import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from dropnet.fielddocs import field_docs
 from trainer.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "optim": OptimConfig, "data": DataConfig}
@@ -46,23 +44,6 @@ class Flag:
     @property
     def dest(self) -> str:
         return _DEST_PREFIX + self.key
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """Map each field of dataclass ``cls`` to the string literal written right after it."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
-    docs = {}
-    for node, following in zip(body, body[1:]):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-            and isinstance(following.value.value, str)
-        ):
-            docs[node.target.id] = " ".join(following.value.value.split())
-    return docs
 
 
 def config_flags() -> list[Flag]:

@@ -26,7 +26,8 @@ from dropnet.errors import ConfigError
 from protos.inference import grpc_service_pb2 as oip
 from protos.inference import grpc_service_pb2_grpc as oip_grpc
 from server.app import HEALTH_NAMES, INFERENCE_SERVICE, PREDICTOR_SERVICE
-from server.cli_serve import add_arguments, field_docs, settings_from_args
+from dropnet.fielddocs import field_docs
+from server.cli_serve import add_arguments, settings_from_args
 from server.settings import ServerSettings
 from tests.server.grpc_harness import ServerThread, grpc_settings, models_dir_with, wait_until
 from tests.server.helpers import MODEL, digits_rows
