@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import tritonclient.grpc as tritonclient_grpc
 
 from dropnet.errors import InvalidInputError
 from protos.dropnet.v1 import predictor_pb2 as v1
@@ -14,7 +15,6 @@ from server import codecs
 from server.dataplane import InferResult
 from server.predictor import Predictor
 
-tritonclient_grpc = pytest.importorskip("tritonclient.grpc")
 
 X = np.arange(2 * 1 * 8 * 8, dtype=np.float32).reshape(2, 1, 8, 8) / 8
 

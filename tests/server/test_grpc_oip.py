@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tritonclient.grpc as tc
 
 from protos.inference import grpc_service_pb2 as oip
 from protos.inference import grpc_service_pb2_grpc as oip_grpc
@@ -14,7 +15,6 @@ from server.predictor import Predictor
 from tests.server.grpc_harness import ServerThread, grpc_settings, models_dir_with
 from tests.server.helpers import MODEL, digits_rows
 
-tc = pytest.importorskip("tritonclient.grpc")
 
 CLASSES = 10
 

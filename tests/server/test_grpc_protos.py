@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import tritonclient.grpc as tritonclient_grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 
 from protos import generate
@@ -12,7 +13,6 @@ from protos.dropnet.v1 import predictor_pb2 as v1
 from protos.inference import grpc_service_pb2 as oip
 from server.dataplane import OUTPUT_NAMES
 
-tritonclient_grpc = pytest.importorskip("tritonclient.grpc")
 triton = tritonclient_grpc.service_pb2
 
 
