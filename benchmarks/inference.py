@@ -31,18 +31,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests.factories builds the run directory
 
+from benchmarks._common import MNIST_SPEC, paper_run_dir  # noqa: E402
 from exporter.package import export_package  # noqa: E402
-from tests.factories import make_run_dir  # noqa: E402
-from trainer.config import ModelConfig  # noqa: E402
-from trainer.models import InputSpec  # noqa: E402
 from trainer.rundir import load_run  # noqa: E402
 
-MNIST_SPEC = InputSpec(
-    shape=(1, 28, 28), num_classes=10, mean=33.32, std=78.57, value_range=(0.0, 255.0),
-    class_labels=tuple(str(d) for d in range(10)),
-)
-PAPER_NET = ModelConfig(arch="mlp", hidden=[1024, 1024, 1024], activation="relu",
-                        retain_input=0.8, retain_hidden=0.5, flavour="paper")
 T = 100
 RESULTS = REPO / "benchmarks" / "results" / "inference.json"
 
@@ -101,7 +93,7 @@ def main() -> int:
         return max(5, int(reps * args.reps))
 
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = make_run_dir(Path(tmp) / "paper-mlp", PAPER_NET, MNIST_SPEC)
+        run_dir = paper_run_dir(Path(tmp) / "paper-mlp")
         package = export_package(run_dir, Path(tmp) / "package")
         _, _, model = load_run(run_dir)
         det = session(str(package / "deterministic.onnx"), args.threads)

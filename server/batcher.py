@@ -1,8 +1,11 @@
 """Dynamic batching: concurrent requests for the same model, version, mode and sample count share
 one onnxruntime run.
 
-Each key has a FIFO queue and a consumer task. A batch is formed once ``max_batch_size`` rows wait
-or the oldest request has waited ``max_queue_delay_ms``, and a worker thread is free; the rows of
+Each key has a FIFO queue and a consumer task. A batch is formed once a worker thread is free and
+either ``max_batch_size`` rows wait or the oldest request has waited ``max_queue_delay_ms``. The
+delay applies only while the previous batch of the same spec held several requests: a lone
+request under light load starts at once, and under load, batch-mates also gather while every
+worker is busy. The rows of
 its requests (and, in MC mode, their per-row seeds) are concatenated, run once in the worker pool,
 and the outputs are split back. A row's MC masks depend on its seed alone, so every request gets
 exactly what it would get served alone. Requests are never split: one larger than
@@ -150,6 +153,8 @@ class Batcher:
         self._executor = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix="dropnet-infer")
         self._free_workers = asyncio.Semaphore(settings.inference_workers)
         self._queues: dict[tuple[RunSpec, int], _Queue] = {}
+        self._last_batch_requests: dict[RunSpec, int] = {}
+        """Requests in the latest batch of each spec: more than one means batch-mates are worth waiting for."""
         self._running: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -199,9 +204,11 @@ class Batcher:
         """Form batches from ``queue`` until it is empty, then retire it."""
         try:
             while queue.items:
-                await queue.wait_full(self._max_rows, self._delay)
+                if self._last_batch_requests.get(queue.spec, 1) > 1:
+                    await queue.wait_full(self._max_rows, self._delay)
                 await self._free_workers.acquire()
                 batch = queue.take(self._max_rows)
+                self._last_batch_requests[queue.spec] = max(len(batch), 1)
                 self._report_depth(queue.spec.model)
                 if not batch:
                     self._free_workers.release()

@@ -178,7 +178,9 @@ class ModelRepository:
         """Load and verify one package (in a worker thread): the model, the error, or None if it changed meanwhile."""
         settings = self._settings
         try:
-            predictor = Predictor.load(path, settings.device, settings.intra_op_threads, settings.max_mc_samples)
+            predictor = Predictor.load(
+                path, settings.device, settings.intra_op_threads, settings.max_mc_samples, settings.spin_wait
+            )
             verify_inference(predictor, path)
             result: LoadedModel | Exception = LoadedModel(package.name, package.version or predictor.version, path, predictor)
         except (DropnetError, OSError) as exc:

@@ -18,13 +18,15 @@ _ORT_ERRORS: tuple[type[Exception], ...] = (RuntimeError,) + tuple(
 
 
 def create_session(
-    model: bytes, what: str, provider: str, intra_op_threads: int | None, inputs: Sequence[str], outputs: Sequence[str]
+    model: bytes, what: str, provider: str, intra_op_threads: int | None, spin_wait: bool,
+    inputs: Sequence[str], outputs: Sequence[str],
 ) -> ort.InferenceSession:
     """A session for ``model`` (named ``what`` in errors) on ``provider``, checked to have the given inputs/outputs."""
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: placement notes on CUDA are not worth a warning
     if intra_op_threads is not None:
         options.intra_op_num_threads = intra_op_threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
     providers = [CUDA, CPU] if provider == CUDA else [CPU]
     try:
         session = ort.InferenceSession(model, options, providers=providers)

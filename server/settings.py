@@ -22,6 +22,8 @@ class ServerSettings:
     """Execution provider choice for every model: "auto", "cpu" or "cuda"."""
     intra_op_threads: int | None = None
     """onnxruntime intra-op threads per session (None: onnxruntime's default)."""
+    spin_wait: bool = False
+    """Let onnxruntime's idle threads busy-wait for the next run (lower latency on dedicated cores; off, they leave the CPU to the event loop)."""
     inference_workers: int = 1
     """Worker threads that run onnxruntime off the event loop."""
     batching: bool = True

@@ -210,3 +210,18 @@ def test_drain_finishes_queued_work_then_refuses_new_requests(tmp_path: Path, ti
             await batcher.submit(DET, engine, digits_rows(1, 0), None, ("probabilities",))
 
     asyncio.run(main())
+
+
+def test_a_lone_request_does_not_wait_out_the_queue_delay(tmp_path: Path, tiny_predictor: Predictor) -> None:
+    """Under light load (the last batch held one request) a request starts at once, whatever the delay."""
+
+    async def main() -> list[int]:
+        batcher, _ = make_batcher(tmp_path, max_queue_delay_ms=600_000.0)
+        engine = RecordingEngine(tiny_predictor)
+        engine.release()
+        for seed in range(3):  # with a ten-minute delay, any wait would trip the 60 s guard
+            await asyncio.wait_for(batcher.submit(DET, engine, digits_rows(1, seed), None, ("probabilities",)), 60)
+        await batcher.drain()
+        return engine.rows
+
+    assert asyncio.run(main()) == [1, 1, 1]
