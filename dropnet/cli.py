@@ -52,9 +52,21 @@ def main(argv: list[str] | None = None) -> int:
     except DropnetError as exc:
         print(f"dropnet {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # last line of defence: a file the command could not read or write
+        logging.getLogger(__name__).debug("%s failed", args.command, exc_info=True)
+        print(f"dropnet {args.command}: error: {_describe_os_error(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"dropnet {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _describe_os_error(exc: OSError) -> str:
+    """``<strerror>: <filename>`` (and ``-> <filename2>`` for a rename), or the error's text when it has no strerror."""
+    if exc.strerror is None:
+        return str(exc)
+    text = f"{exc.strerror}: {exc.filename}" if exc.filename is not None else exc.strerror
+    return f"{text} -> {exc.filename2}" if exc.filename2 is not None else text
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import onnxruntime as ort
 
 import dropnet
 from dropnet.errors import ModelPackageError
+from dropnet.fileio import fsync_dir, fsync_tree
 from exporter.graphs import IR_VERSION, OPSET, RNG_SCHEME, build_deterministic, build_mc, verify_model
 from exporter.manifest import (
     DETERMINISTIC_FILE,
@@ -96,22 +97,27 @@ def _check_destination(out_dir: Path, force: bool) -> None:
 
 
 def _write_directory(out_dir: Path, files: dict[str, bytes], force: bool) -> None:
-    """Write ``files`` into a temporary sibling of ``out_dir``, sync it, then rename it into place."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    """Write ``files`` into a temporary sibling of ``out_dir``, sync it, then rename it into place.
+
+    Durability follows ``dropnet.fileio``: the files and the staging directory are synced before
+    the rename, the parent directory after it.
+    """
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    except OSError as exc:
+        raise ModelPackageError(f"cannot create the package directory {out_dir}: {exc.strerror or exc}") from None
     try:
         for file_name, data in files.items():
-            with open(staging / file_name, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            (staging / file_name).write_bytes(data)
         staging.chmod(0o755)
+        fsync_tree(staging)
         _check_destination(out_dir, force)
         if out_dir.is_dir() and any(out_dir.iterdir()):
             _swap_in(staging, out_dir)
         else:
             os.replace(staging, out_dir)  # also replaces an empty directory
-        _fsync_directory(out_dir.parent)
+        fsync_dir(out_dir.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -127,11 +133,3 @@ def _swap_in(staging: Path, out_dir: Path) -> None:
         os.replace(retired, out_dir)
         raise
     shutil.rmtree(retired)
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

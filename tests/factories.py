@@ -8,7 +8,7 @@ import torch
 
 from trainer.config import ModelConfig, TrainConfig
 from trainer.models import InputSpec, build_model
-from trainer.rundir import WEIGHTS_FILE, save_weights, write_config
+from trainer.rundir import WEIGHTS_FILE, cpu_state_dict, save_weights, write_config
 
 DIGITS_SPEC = InputSpec(
     shape=(1, 8, 8), num_classes=10, mean=4.88, std=6.02, value_range=(0.0, 16.0),
@@ -28,7 +28,7 @@ def make_run_dir(run_dir: Path, model: ModelConfig, spec: InputSpec = DIGITS_SPE
                 tensor.uniform_(0.5, 2.0)
     config = TrainConfig(model=model, seed=seed)
     write_config(run_dir, config, spec, {"name": "synthetic", "train": 0, "val": 0, "test": 0})
-    save_weights(run_dir / WEIGHTS_FILE, net)
+    save_weights(run_dir / WEIGHTS_FILE, cpu_state_dict(net))
     return run_dir
 
 

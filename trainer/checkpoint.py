@@ -5,6 +5,10 @@ torch and shuffling RNG states) and ``state.json`` (epochs done, best-so-far, el
 and the name of the tensors file). The tensors file is written first; replacing ``state.json``
 (atomically) is the commit point; older tensors files are deleted afterwards. A run killed at
 any moment therefore resumes from the last completed epoch. No pickle anywhere.
+
+The run's ``model.safetensors`` is written after the commit of an improving epoch, so it may lag
+behind ``state.json`` by that one epoch; the training loop rewrites it on resume (the
+checkpoint's weights are then the best epoch's).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ class TrainState:
 
     epochs_done: int = 0
     best_epoch: int | None = None
-    """1-based epoch whose weights are in model.safetensors."""
+    """1-based epoch whose weights are (or, after a crash, are due) in model.safetensors."""
     best_val_error: float | None = None
     """Validation error of ``best_epoch`` (None when there is no validation split)."""
     seconds: float = 0.0
@@ -43,12 +47,21 @@ class TrainState:
 
 
 def save_checkpoint(
-    run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, shuffle: torch.Generator, state: TrainState
+    run_dir: Path,
+    model: nn.Module,
+    weights: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    shuffle: torch.Generator,
+    state: TrainState,
 ) -> None:
-    """Write the checkpoint of the epoch that just ended (see module docstring for the commit protocol)."""
+    """Write the checkpoint of the epoch that just ended (see module docstring for the commit protocol).
+
+    ``weights`` is ``trainer.rundir.cpu_state_dict(model)``, taken once per epoch by the caller and
+    also written to ``model.safetensors`` when the epoch is the best so far.
+    """
     directory = Path(run_dir) / CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model/{k}": v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model/{k}": v for k, v in weights.items()}
     for name, param in model.named_parameters():
         buffer = optimizer.state.get(param, {}).get("momentum_buffer")
         if buffer is not None:

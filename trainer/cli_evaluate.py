@@ -56,10 +56,9 @@ def requested_data(args: argparse.Namespace) -> DataConfig | None:
     """The run's data config with --data/--data-dir applied, or None (the run's own) when neither is given."""
     if args.data is None and args.data_dir is None:
         return None
-    from trainer.config import TrainConfig
-    from trainer.rundir import read_config
+    from trainer.rundir import load_config
 
-    data = TrainConfig.from_dict(read_config(args.run_dir)["config"]).data
+    data = load_config(args.run_dir)[0].data
     changes = {"name": args.data, "data_dir": args.data_dir}
     return dataclasses.replace(data, **{k: v for k, v in changes.items() if v is not None})
 

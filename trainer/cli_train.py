@@ -52,9 +52,9 @@ def requested_config(args: argparse.Namespace) -> TrainConfig:
     if args.config:
         base = load_preset(args.config)
     elif args.resume:
-        from trainer.rundir import read_config
+        from trainer.rundir import load_config
 
-        base = TrainConfig.from_dict(read_config(args.out)["config"])
+        base, _ = load_config(args.out)
     else:
         base = TrainConfig()
     return apply_flags(base, args)

@@ -8,7 +8,8 @@ are written into the run directory's ``config.json`` so that a run rebuilds its 
 from __future__ import annotations
 
 import dataclasses
-import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ ACTIVATIONS = ("relu", "sigmoid", "maxout")
 ARCHITECTURES = ("mlp", "conv")
 LR_SCHEDULES = ("constant", "exponential", "step")
 PRESET_DIR = Path(__file__).parent / "presets"
+SEED_LIMIT = 2**63
+"""Seeds lie in [0, 2**63): torch's and numpy's generators take any such integer."""
 
 
 @dataclass
@@ -105,7 +108,7 @@ class ModelConfig:
                 "dropout sites (input, each conv block, each hidden layer)"
             )
         for p in retain:
-            if not (0.0 < p <= 1.0) or math.isnan(p):
+            if not 0.0 < p <= 1.0:
                 raise ConfigError(f"retain probabilities must lie in (0, 1], got {p}")
         norms = self.resolved_max_norm()
         if len(norms) != self.weight_layers():
@@ -217,6 +220,7 @@ class TrainConfig:
         self.model.validate()
         self.optim.validate()
         self.data.validate()
+        check_seed(self.seed)
         _choice("device", self.device, ("auto", "cpu", "cuda"))
 
     def to_dict(self) -> dict[str, Any]:
@@ -225,19 +229,22 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "TrainConfig":
-        """Build a config from a (possibly partial) dict; unknown keys are refused by name."""
-        raw = dict(raw)
+        """Build a config from a (possibly partial) dict.
+
+        Unknown keys and values of the wrong type are refused by name (see :func:`_typed`); ranges
+        are checked later, by :meth:`validate`.
+        """
+        if not isinstance(raw, dict):
+            raise ConfigError(f"a config must be a mapping of sections and settings, got {type(raw).__name__}")
         sections = {"model": ModelConfig, "optim": OptimConfig, "data": DataConfig}
-        kwargs: dict[str, Any] = {}
-        for key, value in raw.items():
-            if key in sections:
+        top_level = {key: value for key, value in raw.items() if key not in sections}
+        kwargs = _typed_fields(cls, top_level, prefix="")
+        for key, cls_ in sections.items():
+            if key in raw:
+                value = raw[key]
                 if not isinstance(value, dict):
                     raise ConfigError(f"config section '{key}' must be a mapping, got {type(value).__name__}")
-                kwargs[key] = _build(sections[key], value, key)
-            elif key in _field_names(cls):
-                kwargs[key] = value
-            else:
-                raise ConfigError(f"unknown config key '{key}'; expected one of {sorted(_field_names(cls))}")
+                kwargs[key] = cls_(**_typed_fields(cls_, value, prefix=f"{key}."))
         return cls(**kwargs)
 
 
@@ -254,6 +261,9 @@ def load_preset(name_or_path: str) -> TrainConfig:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise ConfigError(f"{path}: cannot be read as a YAML preset ({reason})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a preset must be a mapping of config sections, got {type(raw).__name__}")
     config = TrainConfig.from_dict(raw)
@@ -271,13 +281,83 @@ def _field_names(cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
-def _build(cls: type, raw: dict[str, Any], section: str) -> Any:
-    unknown = set(raw) - _field_names(cls)
+def check_seed(seed: Any) -> None:
+    """Raise :class:`ConfigError` unless ``seed`` is an integer in [0, :data:`SEED_LIMIT`)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise ConfigError(f"seed must be an integer with 0 <= seed < 2**63, got {seed!r}")
+
+
+_WRONG_TYPE = object()
+"""Returned by :func:`_typed` for a value that does not fit the type."""
+
+
+def _typed_fields(cls: type, raw: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """``raw``'s values checked against the type hints of dataclass ``cls`` (ints converted where floats are due).
+
+    ``prefix`` ("model." or "" for top-level settings) names the keys in error messages.
+    """
+    hints = typing.get_type_hints(cls)
+    names = {name for name in _field_names(cls) if not dataclasses.is_dataclass(hints[name])}  # sections apart
+    unknown = set(raw) - names
     if unknown:
-        raise ConfigError(
-            f"unknown key(s) {sorted(unknown)} in config section '{section}'; expected {sorted(_field_names(cls))}"
-        )
-    return cls(**raw)
+        where = f"in config section '{prefix.rstrip('.')}'" if prefix else "in the config"
+        raise ConfigError(f"unknown key(s) {sorted(unknown, key=str)} {where}; expected {sorted(names)}")
+    typed: dict[str, Any] = {}
+    for key, value in raw.items():
+        converted = _typed(value, hints[key])
+        if converted is _WRONG_TYPE:
+            raise ConfigError(
+                f"{prefix}{key} must be {_describe(hints[key])}, got {value!r}{_quoted_number_hint(value)}"
+            )
+        typed[key] = converted
+    return typed
+
+
+def _typed(value: Any, tp: Any) -> Any:
+    """``value`` as type ``tp`` (an int becomes a float where a float is due), or :data:`_WRONG_TYPE`.
+
+    Supports the config's types: str, bool, int (never a bool), float, list[T] and optional T.
+    """
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _typed(value, inner)
+    if typing.get_origin(tp) is list:
+        if not isinstance(value, list):
+            return _WRONG_TYPE
+        items = [_typed(item, args[0]) for item in value]
+        return _WRONG_TYPE if any(item is _WRONG_TYPE for item in items) else items
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, bool):
+        return _WRONG_TYPE
+    return value if isinstance(value, tp) else _WRONG_TYPE
+
+
+def _quoted_number_hint(value: Any) -> str:
+    """A hint for a number that arrived as text (quoted, or YAML's ``1e-3``, which YAML 1.1 reads as a string)."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    return " (a number written as text: do not quote numbers, and write exponents with a dot, e.g. 1.0e-3)"
+
+
+def _describe(tp: Any, article: bool = True) -> str:
+    """How an error message names type ``tp``: "a list of int", "a float or null", ..."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        (inner,) = [a for a in args if a is not type(None)]
+        described = f"{_describe(inner, article)}{',' if typing.get_origin(inner) is list else ''} or null"
+        return described if article else f"({described})"
+    if typing.get_origin(tp) is list:
+        return f"{'a ' if article else ''}list of {_describe(args[0], article=False)}"
+    name = {str: "string", bool: "bool (true or false)"}.get(tp, tp.__name__)
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}" if article else name
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -28,7 +28,8 @@ from trainer.maxnorm import MaxNorm
 from trainer.metrics import Progress, append_record, plot_curves, truncate_records
 from trainer.models import InputSpec, build_model, weight_layers
 from trainer.rundir import (
-    CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, read_config, save_weights, spec_from_dict, update_config, write_config,
+    CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, cpu_state_dict, load_config, read_config, save_weights, update_config,
+    write_config,
 )
 from trainer.schedules import learning_rate, momentum
 
@@ -82,6 +83,9 @@ def train(config: TrainConfig, run_dir: Path, resume: bool = False, dataset: Dat
                 f"got {config.optim.epochs}"
             )
         _reopen_config(run_dir, config, dataset.spec)
+        if state.best_epoch == state.epochs_done:
+            # the run may have stopped between the checkpoint commit and the best weights' write
+            save_weights(run_dir / WEIGHTS_FILE, cpu_state_dict(model))
         records = truncate_records(metrics_path, state.epochs_done)
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -124,16 +128,24 @@ def train(config: TrainConfig, run_dir: Path, resume: bool = False, dataset: Dat
             "momentum": mom,
             "seconds": time.perf_counter() - started,
         }
-        if val_error is None or state.best_val_error is None or val_error < state.best_val_error:
-            save_weights(run_dir / WEIGHTS_FILE, model)
+        improved = val_error is None or state.best_val_error is None or val_error < state.best_val_error
+        if improved:
             state.best_epoch, state.best_val_error = epoch + 1, val_error
         append_record(metrics_path, record)
         records.append(record)
         progress.epoch_done(record)
         state.epochs_done, state.seconds = epoch + 1, state.seconds + record["seconds"]
-        save_checkpoint(run_dir, model, optimizer, shuffle, state)
+        weights = cpu_state_dict(model)
+        save_checkpoint(run_dir, model, weights, optimizer, shuffle, state)
+        if improved:  # only after the commit: model.safetensors never holds an epoch state.json has not recorded
+            save_weights(run_dir / WEIGHTS_FILE, weights)
 
-    best = next(r for r in records if r["epoch"] == state.best_epoch)
+    best = next((r for r in records if r["epoch"] == state.best_epoch), None)
+    if best is None:
+        raise RunDirError(
+            f"{metrics_path} has no record of epoch {state.best_epoch}, the best epoch in {run_dir / CHECKPOINT_DIR}; "
+            "the run directory is inconsistent: start a new run"
+        )
     final = {
         "best_epoch": state.best_epoch,
         "val_error": best["val_error"],
@@ -247,7 +259,7 @@ def _check_new_run_dir(run_dir: Path) -> None:
 
 def _check_resumable(run_dir: Path, config: TrainConfig) -> None:
     """Refuse to resume a run directory whose config differs from ``config`` (beyond RESUMABLE_CHANGES)."""
-    stored = read_config(run_dir)["config"]
+    stored = load_config(run_dir)[0].to_dict()
     differences = [
         f"{key}: the run has {old!r}, requested {new!r}"
         for key, (old, new) in _diff(stored, config.to_dict()).items()
@@ -264,13 +276,13 @@ def _check_resumable(run_dir: Path, config: TrainConfig) -> None:
 
 def _reopen_config(run_dir: Path, config: TrainConfig, spec: InputSpec) -> None:
     """Record the resumed run's config and drop its stale final metrics; refuse if the data changed."""
-    raw = read_config(run_dir)
-    stored = spec_from_dict(raw["input"])
+    _, stored = load_config(run_dir)
     if stored != spec:
         raise RunDirError(
             f"cannot resume {run_dir}: it was trained on inputs {stored}, but the data now gives {spec}; "
             "resume with the same data or start a new run"
         )
+    raw = read_config(run_dir)
     raw.pop("final_metrics", None)
     raw["config"] = config.to_dict()
     atomic_write_json(run_dir / CONFIG_FILE, raw)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dropnet.errors import ConfigError
 from trainer.config import ModelConfig
 from trainer.dropout import Dropout
 
@@ -76,7 +77,11 @@ def _activation(cfg: ModelConfig) -> nn.Module:
 
 
 def build_model(cfg: ModelConfig, spec: InputSpec) -> nn.Sequential:
-    """Build the training-time network described by ``cfg`` for inputs described by ``spec``."""
+    """Build the training-time network described by ``cfg`` for inputs described by ``spec``.
+
+    Raises :class:`ConfigError` when ``cfg`` is invalid or does not fit ``spec`` (a conv net on flat
+    inputs, more pooling stages than the input's height and width allow).
+    """
     cfg.validate()
     retain = iter(cfg.resolved_retain())
     pieces = cfg.maxout_pieces if cfg.activation == "maxout" else 1
@@ -84,17 +89,23 @@ def build_model(cfg: ModelConfig, spec: InputSpec) -> nn.Sequential:
     shape = spec.shape
     if cfg.arch == "conv":
         if len(shape) != 3:
-            raise ValueError(f"a conv net needs (channels, height, width) inputs, got shape {shape}")
+            raise ConfigError(
+                f"--arch conv (model.arch: conv) needs (channels, height, width) inputs, got shape {shape}; "
+                "use --arch mlp for flat feature vectors"
+            )
         layers.append(Dropout(next(retain), cfg.flavour))
         channels, height, width = shape
-        for out_channels in cfg.conv_channels:
+        for block, out_channels in enumerate(cfg.conv_channels):
+            if height < cfg.pool or width < cfg.pool:
+                raise ConfigError(
+                    f"{shape[1]}×{shape[2]} inputs allow at most {block} pooling stages of {cfg.pool}, got "
+                    f"{len(cfg.conv_channels)} conv blocks (one per entry of model.conv_channels / --conv-channels)"
+                )
             layers.append(nn.Conv2d(channels, out_channels * pieces, cfg.conv_kernel, padding=cfg.conv_kernel // 2))
             if cfg.batch_norm:
                 layers.append(nn.BatchNorm2d(out_channels * pieces))
             layers += [_activation(cfg), nn.MaxPool2d(cfg.pool), Dropout(next(retain), cfg.flavour)]
             channels, height, width = out_channels, height // cfg.pool, width // cfg.pool
-            if height < 1 or width < 1:
-                raise ValueError(f"input {shape} is too small for {len(cfg.conv_channels)} pooling stages")
         layers.append(nn.Flatten())
         features = channels * height * width
     else:

@@ -94,7 +94,7 @@ def update_config(run_dir: Path, **fields: Any) -> None:
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
-    """The parsed ``config.json`` of ``run_dir``, or a :class:`RunDirError` saying what is wrong."""
+    """The parsed ``config.json`` of ``run_dir`` (with ``config`` and ``input`` objects), or a :class:`RunDirError`."""
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise RunDirError(f"{run_dir} is not a dropnet run directory: {CONFIG_FILE} is missing")
@@ -102,15 +102,39 @@ def read_config(run_dir: Path) -> dict[str, Any]:
         raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunDirError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if not isinstance(raw, dict) or raw.get("format") != RUN_FORMAT:
         raise RunDirError(f"{path}: expected format {RUN_FORMAT!r}, got {raw.get('format') if isinstance(raw, dict) else raw!r}")
+    for key in ("config", "input"):
+        if not isinstance(raw.get(key), dict):
+            raise RunDirError(f"{path}: expected an object under {key!r}, got {raw.get(key)!r}")
     return raw
 
 
-def save_weights(path: Path, model: nn.Module) -> None:
-    """Write the model's state_dict as safetensors, atomically."""
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+def load_config(run_dir: Path) -> tuple[TrainConfig, InputSpec]:
+    """The validated training config and input spec recorded in ``run_dir``'s ``config.json``."""
+    path = Path(run_dir) / CONFIG_FILE
+    raw = read_config(run_dir)
+    try:
+        config = TrainConfig.from_dict(raw["config"])
+        config.validate()
+        spec = spec_from_dict(raw["input"])
+    except KeyError as exc:
+        raise RunDirError(f"{path}: incomplete, 'input' lacks {exc}") from None
+    except (TypeError, ValueError, IndexError, ConfigError) as exc:
+        raise RunDirError(f"{path}: invalid ({exc})") from None
+    return config, spec
+
+
+def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state_dict as contiguous CPU tensors, as safetensors stores them."""
+    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+
+
+def save_weights(path: Path, weights: dict[str, torch.Tensor]) -> None:
+    """Write ``weights`` (a :func:`cpu_state_dict`) as safetensors, atomically and durably."""
+    atomic_write(path, lambda tmp: save_file(weights, str(tmp), metadata={"format": "pt"}))
 
 
 def load_weights(path: Path, model: nn.Module) -> None:
@@ -136,13 +160,13 @@ def load_weights(path: Path, model: nn.Module) -> None:
 def load_run(run_dir: str | Path) -> tuple[TrainConfig, InputSpec, nn.Sequential]:
     """Rebuild a run's network from ``config.json`` and load its best weights, in eval mode."""
     run_dir = Path(run_dir)
-    raw = read_config(run_dir)
+    config, spec = load_config(run_dir)
     try:
-        config = TrainConfig.from_dict(raw["config"])
-        spec = spec_from_dict(raw["input"])
-    except (KeyError, TypeError, ValueError, ConfigError) as exc:
-        raise RunDirError(f"{run_dir / CONFIG_FILE}: incomplete or invalid ({exc})") from None
-    model = build_model(config.model, spec)
+        model = build_model(config.model, spec)
+    except ConfigError as exc:
+        raise RunDirError(
+            f"{run_dir / CONFIG_FILE}: the recorded model does not fit the recorded input ({exc})"
+        ) from None
     load_weights(run_dir / WEIGHTS_FILE, model)
     model.eval()
     return config, spec, model

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +162,47 @@ def test_cli_export_writes_a_package_and_reports_refusals(
     assert "already holds a model package; pass --force" in capsys.readouterr().err
     assert main(["export", str(tiny_run_dir), "--out", str(out), "--force"]) == 0
     assert _manifest(out)["name"] == "tiny-digits"
+
+
+def test_package_files_and_directory_are_synced_before_the_rename_and_the_parent_after(
+    tiny_run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[tuple] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        events.append(("fsync", os.fstat(fd).st_ino))
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        real_replace(src, dst)
+        events.append(("replace", Path(dst)))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    out = export_package(tiny_run_dir, tmp_path / "pkg")
+    rename = events.index(("replace", out))
+    before = {inode for _, inode in events[:rename]}
+    assert {p.stat().st_ino for p in [*out.iterdir(), out]} <= before
+    assert events[rename + 1 :] == [("fsync", tmp_path.stat().st_ino)]
+
+
+def test_cli_export_reports_unwritable_and_unreadable_paths_without_a_traceback(
+    tiny_run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "file").write_text("x")
+    assert main(["export", str(tiny_run_dir), "--out", str(tmp_path / "file" / "pkg")]) == 2
+    err = capsys.readouterr().err
+    assert f"dropnet export: error: cannot create the package directory {tmp_path / 'file' / 'pkg'}: " in err
+    assert "Traceback" not in err
+    config_path = tiny_run_dir / "config.json"
+    real_read_text = Path.read_text
+
+    def unreadable(path: Path, *args: object, **kwargs: object) -> str:
+        if path == config_path:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", unreadable)
+    assert main(["export", str(tiny_run_dir), "--out", str(tmp_path / "pkg")]) == 2
+    assert f"dropnet export: error: {config_path}: cannot be read (Permission denied)" in capsys.readouterr().err

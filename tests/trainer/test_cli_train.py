@@ -117,3 +117,23 @@ def test_non_empty_out_dir_is_refused_and_resume_checks_flags(tmp_path, capsys) 
     assert main(["train", "--resume", "--out", str(run_dir), "--epochs", "2"]) == 0
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
     assert read_config(run_dir)["final_metrics"]["epochs"] == 2
+
+
+def test_an_os_error_is_reported_with_its_reason_and_path_not_a_traceback(tmp_path, capsys) -> None:
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "run"
+    assert main(["train", *FAST, "--hidden", "16", "--epochs", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"dropnet train: error: Not a directory: {out}" in err
+    assert "Traceback" not in err
+
+
+def test_resume_of_a_run_dir_with_a_wrongly_typed_config_names_the_file_and_field(tmp_path, capsys) -> None:
+    run_dir = tmp_path / "run"
+    assert main(["train", *FAST, "--hidden", "16", "--epochs", "1", "--out", str(run_dir)]) == 0
+    raw = read_config(run_dir)
+    raw["config"]["optim"]["epochs"] = "2"
+    (run_dir / "config.json").write_text(json.dumps(raw))
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(run_dir)]) == 2
+    assert f"{run_dir / 'config.json'}: invalid (optim.epochs must be an int, got '2'" in capsys.readouterr().err

@@ -209,6 +209,35 @@ def test_download_with_wrong_checksum_is_discarded(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_mirror_with_a_wrong_checksum_is_skipped_for_the_next_one(tmp_path: Path) -> None:
+    data = (MNIST_DIR / T10K_LABELS).read_bytes()
+    bad = data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]
+    corrupted = FakeMirror({T10K_LABELS: bad}, base="https://corrupt.test/")
+    good = FakeMirror({T10K_LABELS: data})
+
+    def fetch(url: str) -> bytes:
+        return (corrupted if url.startswith(corrupted.base) else good)(url)
+
+    path = download(T10K_LABELS, mnist.FILES[T10K_LABELS], tmp_path, [corrupted.base, good.base], fetch)
+    assert path.read_bytes() == data
+    assert corrupted.urls == [corrupted.base + T10K_LABELS] and good.urls == [good.base + T10K_LABELS]
+
+
+def test_when_every_mirror_fails_the_error_lists_each_problem(tmp_path: Path) -> None:
+    corrupted = FakeMirror({T10K_LABELS: b"corrupted"}, base="https://corrupt.test/")
+    down = FakeMirror({}, base="https://down.test/")
+
+    def fetch(url: str) -> bytes:
+        return (corrupted if url.startswith(corrupted.base) else down)(url)
+
+    with pytest.raises(DataError) as err:
+        download(T10K_LABELS, mnist.FILES[T10K_LABELS], tmp_path, [corrupted.base, down.base], fetch)
+    message = str(err.value)
+    assert f"{corrupted.base}{T10K_LABELS} (SHA-256 {sha(b'corrupted')}, expected {mnist.FILES[T10K_LABELS]}" in message
+    assert f"{down.base}{T10K_LABELS} (<urlopen error no route to {down.base}{T10K_LABELS}>)" in message
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_download_fails_when_no_mirror_answers(tmp_path: Path) -> None:
     fetch = FakeMirror({})
     with pytest.raises(DataError, match=r"could not download t10k-labels.*no route.*data_dir"):
@@ -382,7 +411,7 @@ def test_unreadable_and_missing_npz_files_are_refused(tmp_path: Path) -> None:
 
 
 def test_negative_seed_is_refused() -> None:
-    with pytest.raises(ConfigError, match="seed must be a non-negative integer, got -1"):
+    with pytest.raises(ConfigError, match=r"seed must be an integer with 0 <= seed < 2\*\*63, got -1"):
         load_dataset(DataConfig(), seed=-1)
 
 

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import trainer.loop
 from dropnet.errors import ConfigError, RunDirError
 from trainer.config import DataConfig, TrainConfig
 from trainer.loop import error_rate, train
-from trainer.rundir import load_run, read_config
+from trainer.rundir import cpu_state_dict, load_run, read_config
 
 
 def _config(epochs: int = 2, seed: int = 0, **model: object) -> TrainConfig:
@@ -58,10 +59,10 @@ def test_a_run_killed_before_its_checkpoint_loses_one_epoch_and_then_matches(dig
     train(_config(epochs=3), tmp_path / "straight", dataset=digits)
     real_save = trainer.loop.save_checkpoint
 
-    def killed_after_two_epochs(run_dir, model, optimizer, shuffle, state) -> None:
+    def killed_after_two_epochs(run_dir, model, weights, optimizer, shuffle, state) -> None:
         if state.epochs_done == 2:
             raise KeyboardInterrupt  # after epoch 2's metrics line, before its checkpoint
-        real_save(run_dir, model, optimizer, shuffle, state)
+        real_save(run_dir, model, weights, optimizer, shuffle, state)
 
     monkeypatch.setattr(trainer.loop, "save_checkpoint", killed_after_two_epochs)
     with pytest.raises(KeyboardInterrupt):
@@ -155,3 +156,70 @@ def test_resume_with_different_data_is_refused(digits, tmp_path) -> None:
     other = load_dataset(DataConfig(name="digits", val_size=0), seed=0)  # other train split, other mean/std
     with pytest.raises(RunDirError, match="the data now gives"):
         train(_config(epochs=2), tmp_path / "run", resume=True, dataset=other)
+
+
+def _no_val_digits():
+    """Digits without a validation split: every epoch is the best so far, so every epoch writes weights."""
+    from trainer.data import load_dataset
+
+    return load_dataset(DataConfig(name="digits", val_size=0), seed=0)
+
+
+def _checkpoint_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
+    tensors = load_file(str(run_dir / "checkpoint" / state["tensors"]))
+    return {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
+
+
+def _same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_best_weights_follow_the_checkpoint_commit_and_resume_repairs_a_crash_in_between(
+    tmp_path, monkeypatch
+) -> None:
+    dataset = _no_val_digits()
+    train(_config(epochs=2), tmp_path / "straight", dataset=dataset)
+    real_save = trainer.loop.save_weights
+    committed_at_write: list[dict] = []
+
+    def killed_writing_epoch_two(path, weights) -> None:
+        state = json.loads((path.parent / "checkpoint" / "state.json").read_text())
+        committed_at_write.append({k: state[k] for k in ("epochs_done", "best_epoch")})
+        if state["epochs_done"] == 2:
+            raise KeyboardInterrupt  # after epoch 2's checkpoint commit, before its best weights
+        real_save(path, weights)
+
+    monkeypatch.setattr(trainer.loop, "save_weights", killed_writing_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(epochs=2), tmp_path / "killed", dataset=dataset)
+    assert committed_at_write == [{"epochs_done": 1, "best_epoch": 1}, {"epochs_done": 2, "best_epoch": 2}]
+    weights_file = tmp_path / "killed" / "model.safetensors"
+    assert not _same_tensors(load_file(str(weights_file)), _checkpoint_weights(tmp_path / "killed"))  # epoch 1's
+
+    monkeypatch.setattr(trainer.loop, "save_weights", real_save)
+    train(_config(epochs=2), tmp_path / "killed", resume=True, dataset=dataset)
+    assert _same_tensors(load_file(str(weights_file)), _checkpoint_weights(tmp_path / "killed"))
+    assert _same_tensors(load_file(str(weights_file)), load_file(str(tmp_path / "straight" / "model.safetensors")))
+
+
+def test_an_improving_epoch_copies_the_weights_off_the_device_once(tmp_path, monkeypatch) -> None:
+    calls = []
+
+    def counted(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        calls.append(1)
+        return cpu_state_dict(model)
+
+    monkeypatch.setattr(trainer.loop, "cpu_state_dict", counted)
+    train(_config(epochs=2), tmp_path / "run", dataset=_no_val_digits())
+    assert len(calls) == 2
+    assert _same_tensors(load_file(str(tmp_path / "run" / "model.safetensors")), _checkpoint_weights(tmp_path / "run"))
+
+
+def test_resume_refuses_a_metrics_log_without_the_best_epoch(tmp_path) -> None:
+    dataset = _no_val_digits()
+    train(_config(epochs=2), tmp_path / "run", dataset=dataset)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().splitlines()[0] + "\n")  # epoch 2, the best, is gone
+    with pytest.raises(RunDirError, match=r"metrics\.jsonl has no record of epoch 2, the best epoch in .*checkpoint"):
+        train(_config(epochs=2), tmp_path / "run", resume=True, dataset=dataset)

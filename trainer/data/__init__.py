@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dropnet.errors import ConfigError, DataError
-from trainer.config import DataConfig
+from dropnet.errors import DataError
+from trainer.config import DataConfig, check_seed
 from trainer.data.dataset import Dataset, Split
 from trainer.data.digits import load_digits
 from trainer.data.mnist import load_mnist
@@ -34,8 +34,7 @@ __all__ = ["Dataset", "SourceFile", "Split", "load_dataset"]
 def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
     """Load and split the dataset ``cfg`` names; ``seed`` draws the hold-outs of unsplit sources."""
     cfg.validate()
-    if seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed}")
+    check_seed(seed)
     if cfg.name == "digits":
         return load_digits(cfg.test_size, cfg.val_size, seed)
     if cfg.name == "mnist":

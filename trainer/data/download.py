@@ -27,9 +27,10 @@ def fetch_url(url: str) -> bytes:
 
 
 def download(name: str, sha256: str, dest_dir: Path, mirrors: Sequence[str], fetch: Fetch = fetch_url) -> Path:
-    """Fetch ``name`` from the first mirror that answers, verify its SHA-256, then store it.
+    """Fetch ``name`` from the first mirror that serves it with SHA-256 ``sha256``, then store it.
 
-    A body with the wrong hash is never written; the error names the file and both hashes.
+    A mirror that fails or serves a body with another hash is skipped (the body is never
+    written); when every mirror fails, the error lists each one's problem.
     """
     failures = []
     for mirror in mirrors:
@@ -43,9 +44,9 @@ def download(name: str, sha256: str, dest_dir: Path, mirrors: Sequence[str], fet
             continue
         actual = sha256_hex(data)
         if actual != sha256:
-            raise DataError(
-                f"{name} downloaded from {url} has SHA-256 {actual}, expected {sha256}; the download was discarded"
-            )
+            log.warning("%s has SHA-256 %s, expected %s; discarded", url, actual, sha256)
+            failures.append(f"{url} (SHA-256 {actual}, expected {sha256}; discarded)")
+            continue
         path = dest_dir / name
         atomic_write_bytes(path, data)
         return path
