@@ -54,9 +54,11 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "mnist"))
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "mnist_presets.json")
     args = parser.parse_args()
-    rows = [train_preset(name, args.runs_dir, args.data_dir, args.epochs) for name in args.presets]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=2) + "\n")
+    rows = []
+    for name in args.presets:
+        rows.append(train_preset(name, args.runs_dir, args.data_dir, args.epochs))
+        args.out.write_text(json.dumps(rows, indent=2) + "\n")  # after each preset: an interrupted run keeps its rows
     print(f"{'preset':<34} {'epochs':>6} {'best':>5} {'val err':>8} {'test err':>9} {'wall':>8}")
     for row in rows:
         print(f"{row['preset']:<34} {row['epochs']:>6} {row['best_epoch']:>5} {row['val_error']:>8.2%} "

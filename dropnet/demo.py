@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from dropnet.errors import DropnetError
+from dropnet.errors import ConfigError, DropnetError
 
 PRESET = "digits_demo"
 MODEL_NAME = "digits"
 SERVER_START_TIMEOUT_S = 120.0
+SERVER_READY_TIMEOUT_S = 30.0
 SERVER_STOP_TIMEOUT_S = 30.0
 LISTENING = re.compile(r"serving on (\S+):(\d+)\s*$")
 
@@ -66,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
 
 def run_demo(out: Path, epochs: int | None = None, seed: int = 0, mc_samples: int = 100) -> DemoResult:
     """Train, export, serve and query; return everything that was observed."""
+    if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 1:
+        raise ConfigError(f"mc_samples (--mc-samples) must be an integer >= 1, got {mc_samples!r}")
     from exporter.package import export_package
     from trainer.config import load_preset
     from trainer.data import load_dataset
@@ -83,15 +86,30 @@ def run_demo(out: Path, epochs: int | None = None, seed: int = 0, mc_samples: in
 
     server, target = start_server(models, out / "server.log")
     try:
-        from server.client import DropnetClient
-
-        with DropnetClient(target) as client:
-            client.wait_ready()
-            deterministic = client.predict(MODEL_NAME, inputs)
-            mc = client.predict(MODEL_NAME, inputs, mc_samples=mc_samples, seed=seed)
+        deterministic, mc = query_server(target, inputs, mc_samples, seed, out / "server.log")
     finally:
         exit_code = stop_server(server)
     return DemoResult(out, final["test_error"], inputs, descriptions, deterministic, mc, mc_samples, exit_code)
+
+
+def query_server(
+    target: str, inputs: np.ndarray, mc_samples: int, seed: int, log_path: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Deterministic and MC-dropout predictions of ``inputs`` from the server at ``target``."""
+    import grpc
+
+    from server.client import DropnetClient
+
+    with DropnetClient(target) as client:
+        try:
+            client.wait_ready(SERVER_READY_TIMEOUT_S)
+        except grpc.FutureTimeoutError:
+            raise DropnetError(
+                f"the server at {target} did not accept connections within {SERVER_READY_TIMEOUT_S:g}s; see {log_path}"
+            ) from None
+        deterministic = client.predict(MODEL_NAME, inputs)
+        mc = client.predict(MODEL_NAME, inputs, mc_samples=mc_samples, seed=seed)
+    return deterministic, mc
 
 
 def demo_inputs(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -120,7 +138,8 @@ def start_server(models: Path, log_path: Path) -> tuple[subprocess.Popen[bytes],
             raise DropnetError(f"the server exited with code {process.returncode} before listening; see {log_path}")
         time.sleep(0.1)
     process.kill()
-    raise DropnetError(f"the server did not start listening within {SERVER_START_TIMEOUT_S:.0f}s; see {log_path}")
+    process.wait()
+    raise DropnetError(f"the server did not start listening within {SERVER_START_TIMEOUT_S:g}s; see {log_path}")
 
 
 def stop_server(process: subprocess.Popen[bytes]) -> int:

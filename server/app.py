@@ -67,13 +67,16 @@ class GrpcServer:
         """Load the models, bind ``settings.host:port`` and start serving; return the bound port."""
         await self.dataplane.start()
         try:
+            await self._sync_health()
             self._server = self._build()
-            self.port = self._bind(self._server)
-        except BaseException:
+            self.port = self._bind(self._server)  # last before start: grpc holds a bound port until started
+            await self._server.start()
+        except BaseException:  # e.g. the port is taken: leave no reload task, worker pool or metrics thread behind
+            if self._server is not None:
+                await self._server.stop(0)
+                self._server = None
             await self.dataplane.stop()
             raise
-        await self._sync_health()
-        await self._server.start()
         if self.settings.reload_interval_s > 0:
             self._health_task = asyncio.create_task(self._health_loop(), name="dropnet-health")
         return self.port
@@ -82,6 +85,10 @@ class GrpcServer:
         """Refuse new requests, give in-flight ones ``grace`` seconds (default: the settings'), stop the data plane."""
         if self._health_task is not None:
             self._health_task.cancel()
+            try:
+                await self._health_task
+            except asyncio.CancelledError:
+                pass
             self._health_task = None
         await self._health.enter_graceful_shutdown()
         if self._server is not None:

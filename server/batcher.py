@@ -118,14 +118,19 @@ class _Queue:
 
 
 def run_batch(engine: Engine, spec: RunSpec, batch: list[_Request]) -> list[Outputs]:
-    """One onnxruntime run for every request of ``batch`` (in a worker thread); the outputs of each."""
-    x = np.concatenate([request.x for request in batch])
+    """One onnxruntime run for every request of ``batch`` (in a worker thread); the outputs of each.
+
+    A batch of one request gets the run's arrays as they are; larger ones get contiguous copies of their rows.
+    """
+    x = batch[0].x if len(batch) == 1 else np.concatenate([request.x for request in batch])
     if spec.mode == "mc":
-        seeds = np.concatenate([request.row_seeds for request in batch])
+        seeds = batch[0].row_seeds if len(batch) == 1 else np.concatenate([request.row_seeds for request in batch])
         wanted = tuple(dict.fromkeys(name for request in batch for name in request.outputs))
         result = engine.run_mc(x, spec.num_samples, seeds, wanted)
     else:
         result = engine.run_deterministic(x)
+    if len(batch) == 1:
+        return [{name: result[name] for name in batch[0].outputs}]
     answers: list[Outputs] = []
     start = 0
     for request in batch:
@@ -154,7 +159,8 @@ class Batcher:
         self._free_workers = asyncio.Semaphore(settings.inference_workers)
         self._queues: dict[tuple[RunSpec, int], _Queue] = {}
         self._last_batch_requests: dict[RunSpec, int] = {}
-        """Requests in the latest batch of each spec: more than one means batch-mates are worth waiting for."""
+        """Requests in the latest batch of each spec, where it held more than one: batch-mates are worth waiting
+        for. A spec whose queue retires after a lone request, or whose model version is unloaded, is dropped."""
         self._running: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -184,6 +190,11 @@ class Batcher:
             queue.discard(request)
             self._report_depth(spec.model)
             raise
+
+    def forget(self, model: str, version: str) -> None:
+        """Drop what is remembered about the batches of a model version that no longer serves."""
+        for spec in [spec for spec in self._last_batch_requests if (spec.model, spec.version) == (model, version)]:
+            del self._last_batch_requests[spec]
 
     def waiting(self, model: str) -> int:
         """Requests for ``model`` that wait for their batch to start."""
@@ -218,6 +229,8 @@ class Batcher:
                 task.add_done_callback(self._running.discard)
         finally:
             del self._queues[key]
+            if self._last_batch_requests.get(queue.spec) == 1:  # 1 is the default: nothing worth keeping
+                del self._last_batch_requests[queue.spec]
             for request in queue.items:  # only left when the consumer itself failed or was cancelled
                 request.future.cancel()
 

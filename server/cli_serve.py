@@ -1,19 +1,25 @@
 """``dropnet serve``: serve a models directory over gRPC until SIGTERM or SIGINT.
 
-One flag per :class:`ServerSettings` field, with the field's docstring as its help. On SIGTERM or
-SIGINT the server stops accepting requests, finishes those in flight (``--grace`` seconds at most)
-and exits 0. Heavy imports (grpc, onnxruntime) happen in :func:`run` only.
+One flag per :class:`ServerSettings` field, with the field's docstring as its help; a value out of
+range is a ConfigError (exit 2). On SIGTERM or SIGINT the server stops accepting requests, finishes
+those in flight (``--grace`` seconds at most) and exits 0; a signal that arrives while the models
+are still loading stops the loading and exits 0 as well. A second SIGTERM or SIGINT before the
+stop is done exits at once, dropping whatever is in flight, with code 128 + the signal number
+(143 for SIGTERM, 130 for SIGINT). Heavy imports (grpc, onnxruntime) happen in :func:`run` only.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import types
 import typing
+from collections.abc import Callable
 from typing import Any
 
 from dropnet.fielddocs import field_docs
@@ -70,20 +76,59 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def serve(settings: ServerSettings) -> None:
-    """Start the server, log where it listens, wait for SIGTERM/SIGINT, stop gracefully."""
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopSignals:
+    """SIGTERM/SIGINT handling on the running loop: the first asks for a graceful stop, a second forces an exit."""
+
+    def __init__(self, force_exit: Callable[[int], object] = os._exit) -> None:
+        self.requested = asyncio.Event()
+        """Set by the first signal."""
+        self._force_exit = force_exit
+
+    def install(self) -> None:
+        """Handle :data:`STOP_SIGNALS` on the running loop (until it closes)."""
+        loop = asyncio.get_running_loop()
+        for signum in STOP_SIGNALS:
+            loop.add_signal_handler(signum, self.received, signum)
+
+    def received(self, signum: int) -> None:
+        """The first call sets :attr:`requested`; a later one logs and exits with 128 + ``signum`` at once."""
+        name = signal.Signals(signum).name
+        if not self.requested.is_set():
+            log.info("%s received: stopping (send it again to exit at once)", name)
+            self.requested.set()
+            return
+        code = 128 + signum
+        log.warning("second %s received: exiting now with code %d, dropping in-flight requests", name, code)
+        for handler in logging.getLogger().handlers:  # a forced exit skips the interpreter's cleanup
+            handler.flush()
+        self._force_exit(code)
+
+
+async def serve(settings: ServerSettings, signals: StopSignals | None = None) -> None:
+    """Load the models and serve until SIGTERM/SIGINT, then stop gracefully; handlers are in place before loading."""
     from server.app import GrpcServer, address
 
+    signals = signals or StopSignals()
+    signals.install()
     server = GrpcServer(settings)
-    port = await server.start()
-    log.info("serving on %s", address(settings.host, port))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    starting = asyncio.create_task(server.start(), name="dropnet-start")
+    stop_requested = asyncio.create_task(signals.requested.wait(), name="dropnet-stop-signal")
     try:
-        await stop.wait()
-        log.info("stopping: refusing new requests, finishing in-flight ones (up to %gs)", settings.shutdown_grace_s)
+        await asyncio.wait({starting, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            log.info("stopping before the models finished loading")
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+        else:
+            port = starting.result()  # raises what start() raised (a ConfigError: exit 2)
+            log.info("serving on %s", address(settings.host, port))
+            await stop_requested
+            log.info("stopping: refusing new requests, finishing in-flight ones (up to %gs)", settings.shutdown_grace_s)
     finally:
+        stop_requested.cancel()
         await server.stop()
     log.info("stopped")

@@ -1,4 +1,4 @@
-"""A small blocking client for ``dropnet.v1.Predictor``: numpy in, numpy out.
+"""A small blocking client for ``dropnet.v1.Predictor``: numpy in, numpy out (no onnxruntime, no torch).
 
     with DropnetClient("127.0.0.1:50051") as client:
         out = client.predict("digits", x, mc_samples=100, seed=7)
@@ -14,16 +14,27 @@ import numpy as np
 
 from protos.dropnet.v1 import predictor_pb2 as v1
 from protos.dropnet.v1 import predictor_pb2_grpc as v1_grpc
-from server.codecs import decode_tensor, encode_tensor
+from server.tensors import decode_tensor, encode_tensor
+from server.validation import check_int, check_seed
 
 RESPONSE_TENSORS = ("probabilities", "predicted_class", "logits", "std", "predictive_entropy", "mutual_information", "samples")
+UINT32_MAX = 2**32 - 1
+"""Largest value of the wire's ``mc_samples`` field (the server's own limit is far lower)."""
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+"""Largest message sent or received by default: the server's default ``max_message_bytes``."""
 
 
 class DropnetClient:
     """A channel to a dropnet server and typed calls on it; close it (or use ``with``) when done."""
 
-    def __init__(self, target: str, timeout_s: float = 30.0) -> None:
-        self._channel = grpc.insecure_channel(target)
+    def __init__(
+        self, target: str, timeout_s: float = 30.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    ) -> None:
+        """``max_message_bytes`` bounds requests and responses (gRPC's own default is 4 MiB received)."""
+        self._channel = grpc.insecure_channel(target, options=[
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ])
         self._stub = v1_grpc.PredictorStub(self._channel)
         self.timeout_s = timeout_s
 
@@ -45,10 +56,17 @@ class DropnetClient:
         self, model: str, x: np.ndarray, mc_samples: int | None = None, seed: int | None = None,
         version: str | None = None, outputs: tuple[str, ...] = (),
     ) -> dict[str, Any]:
-        """Deterministic prediction, or MC dropout when ``mc_samples`` is given; returns arrays by output name."""
+        """Deterministic prediction, or MC dropout when ``mc_samples`` (>= 1) is given; returns arrays by output name.
+
+        An ``x`` of a dtype the wire format lacks, ``mc_samples`` < 1 or a seed outside int64 is an InvalidInputError.
+        """
+        if mc_samples is not None:
+            mc_samples = check_int("mc_samples", mc_samples, 1, UINT32_MAX)
+        if seed is not None:
+            seed = check_seed(seed)
         request = v1.PredictRequest(
             model=model, version=version or "", input=encode_tensor(np.asarray(x)), outputs=list(outputs),
-            mode=v1.MODE_MC_DROPOUT if mc_samples else v1.MODE_DETERMINISTIC, mc_samples=mc_samples or 0,
+            mode=v1.MODE_DETERMINISTIC if mc_samples is None else v1.MODE_MC_DROPOUT, mc_samples=mc_samples or 0,
         )
         if seed is not None:
             request.seed = seed

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -21,8 +21,17 @@ from dropnet.errors import InvalidInputError
 from exporter.manifest import INPUT_NAME
 from protos.dropnet.v1 import predictor_pb2 as v1
 from protos.inference import grpc_service_pb2 as oip
-from server.dataplane import MODES, OUTPUT_NAMES, PREDICTED_CLASS, InferRequest, InferResult
+from server.dataplane import MODES, OUTPUT_NAMES, PREDICTED_CLASS, InferRequest, InferResult, ModelInfo
 from server.repository import ModelRef
+from server.tensors import (
+    check_shape,
+    decode_raw,
+    decode_tensor,
+    encode_tensor,
+    little_endian,
+    little_endian_bytes,
+    v1_dtype,
+)
 
 SERVER_NAME = "dropnet"
 PLATFORM = "onnxruntime_onnx"
@@ -51,66 +60,6 @@ def all_output_specs(manifest: dict[str, Any]) -> list[tuple[str, np.dtype, list
     """The outputs of every mode, deterministic ones first, each name once."""
     specs = {spec[0]: spec for mode in MODES for spec in output_specs(manifest, mode)}
     return list(specs.values())
-
-
-def check_shape(what: str, shape: Sequence[int]) -> tuple[int, ...]:
-    """``shape`` as a tuple, or InvalidInputError if a dimension is negative."""
-    dims = tuple(int(d) for d in shape)
-    if any(d < 0 for d in dims):
-        raise InvalidInputError(f"{what} has shape {list(dims)}; expected dimensions >= 0")
-    return dims
-
-
-def decode_raw(what: str, data: bytes, dtype: np.dtype, shape: Sequence[int]) -> np.ndarray:
-    """Little-endian C-order ``data`` as an array of ``dtype`` and ``shape``, checking the byte length."""
-    dims = check_shape(what, shape)
-    expected = math.prod(dims) * dtype.itemsize
-    if len(data) != expected:
-        raise InvalidInputError(
-            f"{what} has {len(data)} bytes of data; expected {expected} "
-            f"({math.prod(dims)} elements of shape {list(dims)} × {dtype.itemsize} bytes)"
-        )
-    return np.frombuffer(data, dtype=dtype).reshape(dims)
-
-
-def little_endian_bytes(array: np.ndarray) -> bytes:
-    """``array``'s elements as little-endian C-order bytes."""
-    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
-
-
-def _le(dtype: Any) -> np.dtype:
-    return np.dtype(dtype).newbyteorder("<")
-
-
-# --- dropnet.v1 -------------------------------------------------------------------------------
-
-V1_DTYPES: dict[int, np.dtype] = {
-    v1.DATA_TYPE_FLOAT32: _le(np.float32),
-    v1.DATA_TYPE_FLOAT64: _le(np.float64),
-    v1.DATA_TYPE_FLOAT16: _le(np.float16),
-    v1.DATA_TYPE_UINT8: _le(np.uint8),
-    v1.DATA_TYPE_INT32: _le(np.int32),
-    v1.DATA_TYPE_INT64: _le(np.int64),
-}
-_V1_BY_NUMPY = {dtype: enum for enum, dtype in V1_DTYPES.items()}
-
-
-def decode_tensor(tensor: v1.Tensor, what: str) -> np.ndarray:
-    """A v1 Tensor as a numpy array."""
-    dtype = V1_DTYPES.get(tensor.dtype)
-    if dtype is None:
-        known = [v1.DataType.Name(enum) for enum in V1_DTYPES]
-        raise InvalidInputError(f"{what} has dtype {_v1_dtype_name(tensor.dtype)}; expected one of {known}")
-    return decode_raw(what, tensor.data, dtype, tensor.shape)
-
-
-def encode_tensor(array: np.ndarray) -> v1.Tensor:
-    """A numpy array as a v1 Tensor."""
-    return v1.Tensor(shape=array.shape, dtype=_V1_BY_NUMPY[_le(array.dtype)], data=little_endian_bytes(array))
-
-
-def _v1_dtype_name(value: int) -> str:
-    return v1.DataType.Name(value) if value in v1.DataType.values() else str(value)
 
 
 def decode_predict_request(request: v1.PredictRequest) -> InferRequest:
@@ -160,16 +109,17 @@ def encode_model_list(models: Iterable[ModelRef]) -> v1.ListModelsResponse:
 
 
 def _tensor_spec(name: str, dtype: np.dtype, shape: list[int]) -> v1.TensorSpec:
-    return v1.TensorSpec(name=name, dtype=_V1_BY_NUMPY[_le(dtype)], shape=shape)
+    return v1.TensorSpec(name=name, dtype=v1_dtype(dtype), shape=shape)
 
 
-def encode_model(name: str, version: str, manifest: dict[str, Any]) -> v1.GetModelResponse:
-    """Model ``name`` at ``version`` (as served, which may differ from the manifest's) as a GetModelResponse."""
+def encode_model(model: ModelInfo) -> v1.GetModelResponse:
+    """A served model version as a GetModelResponse; ``mc.max_samples`` is the limit requests are held to."""
+    manifest = model.manifest
     spec = manifest["input"]
     normalisation = spec["normalisation"]
     return v1.GetModelResponse(
-        name=name,
-        version=version,
+        name=model.name,
+        version=model.version,
         input=_tensor_spec(spec["name"], np.dtype(spec["dtype"]), [-1, *spec["shape"]]),
         value_range=spec["value_range"],
         normalisation=v1.Normalisation(
@@ -180,7 +130,7 @@ def encode_model(name: str, version: str, manifest: dict[str, Any]) -> v1.GetMod
         max_norm=[0.0 if c is None else c for c in manifest["max_norm"]],
         metrics=_numeric_metrics(manifest["metrics"]),
         onnx=v1.Onnx(opset=manifest["onnx"]["opset"], ir_version=manifest["onnx"]["ir_version"]),
-        mc=v1.MonteCarlo(max_samples=manifest["mc"]["max_samples"], rng=manifest["mc"]["rng"]),
+        mc=v1.MonteCarlo(max_samples=model.max_mc_samples, rng=manifest["mc"]["rng"]),
         deterministic_outputs=[_tensor_spec(*spec) for spec in output_specs(manifest, DETERMINISTIC)],
         mc_outputs=[_tensor_spec(*spec) for spec in output_specs(manifest, MC)],
         manifest_json=json.dumps(manifest, sort_keys=True),
@@ -198,17 +148,17 @@ def _numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 # --- KServe v2 / Open Inference Protocol ------------------------------------------------------
 
 OIP_DTYPES: dict[str, tuple[np.dtype, str | None]] = {
-    "UINT8": (_le(np.uint8), "uint_contents"),
-    "UINT16": (_le(np.uint16), "uint_contents"),
-    "UINT32": (_le(np.uint32), "uint_contents"),
-    "UINT64": (_le(np.uint64), "uint64_contents"),
-    "INT8": (_le(np.int8), "int_contents"),
-    "INT16": (_le(np.int16), "int_contents"),
-    "INT32": (_le(np.int32), "int_contents"),
-    "INT64": (_le(np.int64), "int64_contents"),
-    "FP16": (_le(np.float16), None),
-    "FP32": (_le(np.float32), "fp32_contents"),
-    "FP64": (_le(np.float64), "fp64_contents"),
+    "UINT8": (little_endian(np.uint8), "uint_contents"),
+    "UINT16": (little_endian(np.uint16), "uint_contents"),
+    "UINT32": (little_endian(np.uint32), "uint_contents"),
+    "UINT64": (little_endian(np.uint64), "uint64_contents"),
+    "INT8": (little_endian(np.int8), "int_contents"),
+    "INT16": (little_endian(np.int16), "int_contents"),
+    "INT32": (little_endian(np.int32), "int_contents"),
+    "INT64": (little_endian(np.int64), "int64_contents"),
+    "FP16": (little_endian(np.float16), None),
+    "FP32": (little_endian(np.float32), "fp32_contents"),
+    "FP64": (little_endian(np.float64), "fp64_contents"),
 }
 """OIP datatype → (numpy dtype, InferTensorContents field; None: raw bytes only)."""
 _OIP_BY_NUMPY = {dtype: name for name, (dtype, _) in OIP_DTYPES.items()}
@@ -223,7 +173,7 @@ _CONTENTS_FIELDS = tuple(field.name for field in oip.InferTensorContents.DESCRIP
 
 def oip_datatype(dtype: np.dtype) -> str:
     """The OIP datatype name of a numpy dtype."""
-    return _OIP_BY_NUMPY[_le(dtype)]
+    return _OIP_BY_NUMPY[little_endian(dtype)]
 
 
 def decode_infer_request(request: oip.ModelInferRequest) -> InferRequest:
@@ -302,6 +252,8 @@ def _int_parameter(parameters: Any, key: str) -> int | None:
         return None
     parameter = parameters[key]
     kind = parameter.WhichOneof("parameter_choice")
+    if kind is None:
+        raise InvalidInputError(f"parameter {key!r} is set but holds no value; expected int64_param")
     if kind not in ("int64_param", "uint64_param"):
         raise InvalidInputError(f"parameter {key!r} is a {kind}; expected int64_param")
     return int(getattr(parameter, kind))
@@ -328,13 +280,14 @@ def encode_server_metadata() -> oip.ServerMetadataResponse:
     return oip.ServerMetadataResponse(name=SERVER_NAME, version=__version__)
 
 
-def encode_model_metadata(name: str, version: str, manifest: dict[str, Any]) -> oip.ModelMetadataResponse:
-    """Model ``name`` at ``version`` (as served) as a ModelMetadataResponse: its input and the outputs of both modes."""
+def encode_model_metadata(model: ModelInfo) -> oip.ModelMetadataResponse:
+    """A served model as a ModelMetadataResponse: its loaded versions, its input and the outputs of both modes."""
+    manifest = model.manifest
     spec = manifest["input"]
     tensor = oip.ModelMetadataResponse.TensorMetadata
     return oip.ModelMetadataResponse(
-        name=name,
-        versions=[version],
+        name=model.name,
+        versions=model.versions,
         platform=PLATFORM,
         inputs=[
             tensor(name=spec["name"], datatype=oip_datatype(np.dtype(spec["dtype"])), shape=[-1, *spec["shape"]])

@@ -3,13 +3,18 @@
 It never imports grpc. Requests name a model and (optionally) a version of the repository, are
 checked against the server's limits and the model's input spec, queued on the batcher, and answered
 with the outputs they asked for. Every request is counted and timed here, labelled with the
-status code name of its outcome (:mod:`server.status_codes`), so the gRPC layer records nothing.
+status code name of its outcome (:mod:`server.status_codes`), so the gRPC layer records nothing:
+it hands over the decoding of a wire message (:meth:`DataPlane.infer_encoded`), so that requests
+refused for their encoding are counted too.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,10 +24,13 @@ from dropnet.errors import DropnetError, InvalidInputError
 from exporter.seeding import row_seeds
 from server.batcher import Batcher, Outputs, RunSpec
 from server.metrics import ServerMetrics
-from server.repository import ModelRef, ModelRepository
+from server.providers import choose_provider
+from server.repository import LoadedModel, ModelRef, ModelRepository
 from server.settings import ServerSettings
 from server.status_codes import status_code_name
 from server.validation import check_int, check_seed
+
+log = logging.getLogger(__name__)
 
 MODES = ("deterministic", "mc")
 PREDICTED_CLASS = "predicted_class"
@@ -34,7 +42,7 @@ OUTPUT_NAMES = {
 DEFAULT_OUTPUTS = {mode: tuple(name for name in names if name != "samples") for mode, names in OUTPUT_NAMES.items()}
 """Outputs returned when a request names none: all but ``samples``."""
 DEFAULT_MC_SAMPLES = 100
-"""MC samples T when an MC request gives none (capped at the server's ``max_mc_samples``)."""
+"""MC samples T when an MC request gives none (capped at the model's limit, ``Predictor.max_mc_samples``)."""
 UNKNOWN_LABEL = "_unknown"
 """Metric label for a model or mode the server does not have, so clients cannot grow the label set."""
 
@@ -53,7 +61,7 @@ class InferRequest:
     mc_samples: int | None = None
     """MC samples T (mc mode; None: the server's default); must be None in deterministic mode."""
     seed: int | None = None
-    """MC mask seed (None: drawn from OS entropy and reported); ignored in deterministic mode."""
+    """MC mask seed (None: drawn from OS entropy and reported); must be None in deterministic mode."""
     outputs: tuple[str, ...] | None = None
     """Output names to return; None (or empty) for the mode's defaults."""
 
@@ -71,13 +79,27 @@ class InferResult:
     """The MC seed used (given or drawn); None in deterministic mode."""
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """A served model version, as the metadata RPCs describe it."""
+
+    name: str
+    version: str
+    """The served version (the directory name in a versioned layout, which may differ from the manifest's)."""
+    versions: tuple[str, ...]
+    """Every loaded version of the model, oldest first."""
+    manifest: dict[str, Any]
+    max_mc_samples: int
+    """The largest mc_samples a request may ask for: the server's limit, lowered to the package's own."""
+
+
 class DataPlane:
     """Serves the model packages of ``settings.models_dir``: the one entry point of both gRPC services."""
 
     def __init__(self, settings: ServerSettings, metrics: ServerMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or ServerMetrics()
-        self.repository = ModelRepository(settings)
+        self.repository = ModelRepository(settings, on_unload=self._forget)
         self.metrics.track_models_loaded(self.repository.loaded_count)
         self.metrics_port: int | None = None
         """Bound port of the /metrics endpoint once started (None when ``settings.metrics_port`` is None)."""
@@ -85,7 +107,13 @@ class DataPlane:
         self._live = False
 
     async def start(self) -> None:
-        """Load every package, start hot reload, the batcher and (if configured) the metrics endpoint."""
+        """Choose the execution provider, load every package, start hot reload, the batcher and the metrics endpoint.
+
+        The provider is chosen first, so a device that cannot be used (``cuda`` without a usable GPU)
+        is a ConfigError before anything loads, not a server with no model.
+        """
+        provider = await asyncio.to_thread(choose_provider, self.settings.device)  # the CUDA probe can take seconds
+        log.info("execution provider: %s", provider)
         await self.repository.start()
         self._batcher = Batcher(self.settings, self.metrics)
         if self.settings.metrics_port is not None:
@@ -122,23 +150,37 @@ class DataPlane:
         """Every model found, sorted by name, with its versions, latest loaded version and readiness."""
         return self.repository.list_models()
 
-    def manifest(self, name: str, version: str | None) -> dict[str, Any]:
-        """The manifest of a loaded model version (None: the latest); NotFoundError if unknown."""
-        return self.repository.get(name, version).predictor.manifest
+    def describe(self, name: str, version: str | None) -> ModelInfo:
+        """A loaded model version (None or "": the latest) with its manifest; NotFoundError if unknown."""
+        model = self.repository.get(name, version)
+        return ModelInfo(
+            model.name, model.version, self.repository.loaded_versions(name), model.predictor.manifest,
+            model.predictor.max_mc_samples,
+        )
 
     async def infer(self, request: InferRequest) -> InferResult:
         """Answer ``request``; raises dropnet errors. Counted and timed in the metrics with its status code."""
+        return await self.infer_encoded(request.model, lambda: request)
+
+    async def infer_encoded(self, model: str, decode: Callable[[], InferRequest]) -> InferResult:
+        """Answer the request ``decode()`` builds from a wire message that names ``model``.
+
+        Counted and timed like :meth:`infer`, including when ``decode()`` refuses the encoding (the
+        mode label is then ``_unknown``): the one place where requests are counted.
+        """
         started = time.perf_counter()
         error: BaseException | None = None
+        request: InferRequest | None = None
         try:
+            request = decode()
             return await self._infer(request)
         except BaseException as exc:
             error = exc
             raise
         finally:
-            model = request.model if self.repository.has_model(request.model) else UNKNOWN_LABEL
-            mode = request.mode if request.mode in MODES else UNKNOWN_LABEL
-            self.metrics.record(model, mode, status_code_name(error), time.perf_counter() - started)
+            mode = request.mode if request is not None and request.mode in MODES else UNKNOWN_LABEL
+            label = model if self.repository.has_model(model) else UNKNOWN_LABEL
+            self.metrics.record(label, mode, status_code_name(error), time.perf_counter() - started)
 
     async def _infer(self, request: InferRequest) -> InferResult:
         if self._batcher is None:
@@ -146,14 +188,10 @@ class DataPlane:
         if request.mode not in MODES:
             raise InvalidInputError(f"mode must be one of {list(MODES)}, got {request.mode!r}")
         outputs = self._check_outputs(request.mode, request.outputs)
-        num_samples, seed = self._check_mc(request)
         model = self.repository.get(request.model, request.version)
-        x = model.predictor.validate_input(request.x)
+        num_samples, seed = self._check_mc(request, model)
+        x = model.predictor.validate_input(request.x, max_rows=self.settings.max_rows_per_request)
         rows = x.shape[0]
-        if rows > self.settings.max_rows_per_request:
-            raise InvalidInputError(
-                f"x has {rows} rows; expected at most {self.settings.max_rows_per_request} (max_rows_per_request)"
-            )
         graph_outputs = tuple(dict.fromkeys("probabilities" if name == PREDICTED_CLASS else name for name in outputs))
         spec = RunSpec(model.name, model.version, request.mode, num_samples)
         seeds = row_seeds(seed, rows) if seed is not None else None
@@ -172,16 +210,30 @@ class DataPlane:
             )
         return tuple(dict.fromkeys(outputs))
 
-    def _check_mc(self, request: InferRequest) -> tuple[int, int | None]:
-        """MC samples T (0 in deterministic mode) and the seed (drawn when an MC request gives none)."""
+    @staticmethod
+    def _check_mc(request: InferRequest, model: LoadedModel) -> tuple[int, int | None]:
+        """MC samples T (0 in deterministic mode) and the seed (drawn when an MC request gives none).
+
+        T is held to the model's limit (the server's ``max_mc_samples`` lowered to the package's own).
+        """
         if request.mode != "mc":
-            if request.mc_samples is not None:
-                raise InvalidInputError(f"mc_samples applies to mode 'mc' only; got {request.mc_samples!r} in mode 'deterministic'")
+            for name in ("mc_samples", "seed"):
+                if getattr(request, name) is not None:
+                    raise InvalidInputError(
+                        f"{name} applies to mode 'mc' only; got {getattr(request, name)!r} in mode 'deterministic'"
+                    )
             return 0, None
-        limit = self.settings.max_mc_samples
+        limit = model.predictor.max_mc_samples
         samples = min(DEFAULT_MC_SAMPLES, limit) if request.mc_samples is None else request.mc_samples
         seed = secrets.randbits(63) if request.seed is None else check_seed(request.seed)
         return check_int("mc_samples", samples, 1, limit), seed
+
+    def _forget(self, name: str, version: str) -> None:
+        """Drop what the batcher and the metrics keep for a model version that no longer serves."""
+        if self._batcher is not None:
+            self._batcher.forget(name, version)
+        if not self.repository.has_model(name):
+            self.metrics.forget_model(name)
 
 
 def _select(answer: Outputs, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -67,6 +67,8 @@ def read_png(path: Path, shape: tuple[int, ...], value_range: tuple[float, float
     try:
         with Image.open(path) as image:
             gray = image.convert("L")
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path}: image too large to read safely ({exc}); expected a small grayscale image") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{path}: not a readable image ({exc})") from None
     if gray.size != (width, height):

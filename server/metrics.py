@@ -8,6 +8,7 @@ from collections.abc import Callable
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics import MetricWrapperBase
 
 from dropnet.errors import ConfigError
 
@@ -15,6 +16,9 @@ log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+MODEL_LABELS = ("model",)
+MODE_LABELS = ("model", "mode")
+REQUEST_LABELS = ("model", "mode", "code")
 
 
 class ServerMetrics:
@@ -24,19 +28,24 @@ class ServerMetrics:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "dropnet_requests", "Inference requests by model, mode and final status code.",
-            ["model", "mode", "code"], registry=self.registry,
+            REQUEST_LABELS, registry=self.registry,
         )
         self.latency = Histogram(
             "dropnet_request_latency_seconds", "Time from receiving an inference request to its answer.",
-            ["model", "mode"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            MODE_LABELS, buckets=LATENCY_BUCKETS, registry=self.registry,
         )
         self.batch_rows = Histogram(
             "dropnet_batch_rows", "Rows per onnxruntime run (requests coalesced by the batcher).",
-            ["model", "mode"], buckets=BATCH_ROWS_BUCKETS, registry=self.registry,
+            MODE_LABELS, buckets=BATCH_ROWS_BUCKETS, registry=self.registry,
         )
         self.queue_depth = Gauge(
-            "dropnet_queue_depth", "Requests waiting for a batch, per model.", ["model"], registry=self.registry,
+            "dropnet_queue_depth", "Requests waiting for a batch, per model.", MODEL_LABELS, registry=self.registry,
         )
+        self._by_model: tuple[tuple[MetricWrapperBase, tuple[str, ...]], ...] = (
+            (self.requests, REQUEST_LABELS), (self.latency, MODE_LABELS), (self.batch_rows, MODE_LABELS),
+            (self.queue_depth, MODEL_LABELS),
+        )
+        """Every metric with a ``model`` label, with its label names."""
         self.models_loaded = Gauge(
             "dropnet_models_loaded", "Model versions loaded and serving.", registry=self.registry,
         )
@@ -46,6 +55,16 @@ class ServerMetrics:
         """Count one finished request with status ``code`` (e.g. "OK") that took ``seconds``."""
         self.requests.labels(model, mode, code).inc()
         self.latency.labels(model, mode).observe(seconds)
+
+    def forget_model(self, model: str) -> None:
+        """Remove every series labelled with ``model`` (no longer served), so the label sets follow what is loaded."""
+        for metric, label_names in self._by_model:
+            series = {
+                tuple(sample.labels[name] for name in label_names)
+                for family in metric.collect() for sample in family.samples if sample.labels.get("model") == model
+            }
+            for values in series:
+                metric.remove(*values)
 
     def track_models_loaded(self, count: Callable[[], int]) -> None:
         """Report ``count()`` as the models-loaded gauge each time the metrics are read."""

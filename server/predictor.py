@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from dropnet.errors import ConfigError, InvalidInputError, ModelPackageError, NotFoundError
+from dropnet.errors import ConfigError, InvalidInputError, ModelPackageError
 from exporter.manifest import (
     DETERMINISTIC_FILE,
     DETERMINISTIC_INPUTS,
@@ -129,9 +129,12 @@ class Predictor:
         """"CUDAExecutionProvider" or "CPUExecutionProvider"."""
         return self._provider
 
-    def validate_input(self, x: Any) -> np.ndarray:
-        """``x`` as float32 [B, *shape], or :class:`InvalidInputError` saying what was expected."""
-        return as_batch(x, self.input_shape)
+    def validate_input(self, x: Any, max_rows: int | None = None) -> np.ndarray:
+        """``x`` as float32 [B, *shape], or :class:`InvalidInputError` saying what was expected.
+
+        ``max_rows`` (None: no limit) bounds B, checked before the values are converted.
+        """
+        return as_batch(x, self.input_shape, max_rows)
 
     def run_deterministic(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """``logits`` and ``probabilities`` [B, C] of the weight-scaled network for validated rows ``x``."""
@@ -143,7 +146,7 @@ class Predictor:
         """The requested MC ``outputs`` for validated rows ``x``, T = ``num_samples``, one seed per row."""
         unknown = [name for name in outputs if name not in MC_OUTPUTS]
         if unknown:
-            raise NotFoundError(f"unknown MC output(s) {unknown}; expected some of {list(MC_OUTPUTS)}")
+            raise InvalidInputError(f"unknown MC output(s) {unknown}; expected some of {list(MC_OUTPUTS)}")
         samples = check_int("mc_samples", num_samples, 1, self.max_mc_samples)
         feeds = {
             "x": x,

@@ -3,7 +3,8 @@
 onnxruntime-gpu lists ``CUDAExecutionProvider`` as available even on machines without a GPU, and a
 session asked to use it there logs an ERROR and silently falls back to CPU. So the choice is made
 up front: without an NVIDIA driver CUDA is never tried; with one, a tiny probe session is created
-with onnxruntime's logging silenced and its actual providers are checked.
+with onnxruntime's logging silenced and its actual providers are checked. The probe runs once per
+process, under a lock, however many threads (concurrent package loads) ask at the same time.
 """
 
 from __future__ import annotations
@@ -12,21 +13,22 @@ import contextlib
 import ctypes
 import functools
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import onnxruntime as ort
 
 from dropnet.errors import ConfigError
+from server.settings import DEVICES
 
 log = logging.getLogger(__name__)
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
-DEVICES = ("auto", "cpu", "cuda")
 
 # 71-byte ONNX model (IR version 7, opset 13): y = Identity(x), x and y float32 [1]. Serialised
-# from onnx.helper once (a serving install has no onnx package); tests/server/test_providers.py
+# from onnx.helper once (a serving install has no onnx package); tests/server/test_predictor.py
 # checks that it still parses to exactly that graph.
 PROBE_MODEL = bytes.fromhex(
     "080712003a3b0a100a017812017922084964656e74697479120570726f62655a0f0a0178120a0a08080112040a"
@@ -34,11 +36,16 @@ PROBE_MODEL = bytes.fromhex(
 )
 
 _ORT_DEFAULT_SEVERITY = 2  # onnxruntime's own default: warnings and above
+_probe_lock = threading.Lock()
 
 
 @contextlib.contextmanager
 def quiet_ort_logs() -> Iterator[None]:
-    """Silence onnxruntime's default logger (all but fatal messages) for the duration of the block."""
+    """Silence onnxruntime's default logger (all but fatal messages) for the duration of the block.
+
+    onnxruntime (as of 1.31) can set the default logger's severity but not read it, so afterwards it
+    is reset to onnxruntime's own default (warnings and above), not to what it may have been before.
+    """
     ort.set_default_logger_severity(4)
     try:
         yield
@@ -57,9 +64,15 @@ def nvidia_driver_present() -> bool:
     return True
 
 
-@functools.cache
 def cuda_status() -> tuple[bool, str]:
-    """Whether onnxruntime can run on CUDA here, and why (probed once per process)."""
+    """Whether onnxruntime can run on CUDA here, and why; probed once per process, safe to call from any thread."""
+    with _probe_lock:
+        return _probe_cuda()
+
+
+@functools.cache
+def _probe_cuda() -> tuple[bool, str]:
+    """The CUDA probe behind :func:`cuda_status`, cached (call that: it holds the lock)."""
     if CUDA not in ort.get_available_providers():
         return False, f"this onnxruntime {ort.__version__} build has no {CUDA}"
     if not nvidia_driver_present():

@@ -9,13 +9,16 @@ A package is (re)loaded when its fingerprint, the (mtime, size, inode) of its ma
 files, changes. A new or changed package must load (SHA-256 checks in :meth:`Predictor.load`) and
 answer a test inference in both modes before it replaces what was serving; a package that fails
 is logged and retried only once its files change again, while the version it was to replace keeps
-serving. A package whose files change while it loads is retried on the next scan.
+serving. A package whose files change while it loads is retried on the next scan. At most
+:data:`MAX_CONCURRENT_LOADS` packages load at a time, so a scan of many packages does not spike CPU
+and memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +31,9 @@ from server.predictor import Predictor
 from server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
+
+MAX_CONCURRENT_LOADS = 2
+"""Packages loaded (read, hashed, sessions created, test-run) at the same time by one scan."""
 
 Fingerprint = tuple[tuple[int, int, int] | None, ...]
 """(mtime_ns, size, inode) of the manifest and each ONNX file; None for a missing file."""
@@ -126,8 +132,10 @@ def _by_name(loaded: dict[Path, LoadedModel]) -> dict[str, dict[str, LoadedModel
 class ModelRepository:
     """The packages of ``settings.models_dir``, loaded as predictors and rescanned every reload interval."""
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, on_unload: Callable[[str, str], None] | None = None) -> None:
+        """``on_unload(name, version)`` is called after a scan for each version that stopped serving."""
         self._settings = settings
+        self._on_unload = on_unload
         self._found: dict[Path, PackageDir] = {}
         self._attempted: dict[Path, Fingerprint] = {}
         self._loaded: dict[Path, LoadedModel] = {}
@@ -162,7 +170,8 @@ class ModelRepository:
         """
         found = await asyncio.to_thread(discover, Path(self._settings.models_dir))
         changed = [(path, package, fp) for path, (package, fp) in found.items() if fp != self._attempted.get(path)]
-        results = await asyncio.gather(*(asyncio.to_thread(self._load, *args) for args in changed))
+        slots = asyncio.Semaphore(MAX_CONCURRENT_LOADS)
+        results = await asyncio.gather(*(self._load_in_thread(slots, *args) for args in changed))
         loaded = {path: model for path, model in self._loaded.items() if path in found}
         for path in self._loaded.keys() - found.keys():
             model = self._loaded[path]
@@ -171,15 +180,26 @@ class ModelRepository:
         for (path, _, fp), result in zip(changed, results):
             self._settle(loaded, path, fp, result)
         self._found = {path: package for path, (package, _) in found.items()}
+        serving_before = {(model.name, model.version) for model in self._loaded.values()}
         self._loaded = loaded
         self._models = _by_name(loaded)
+        if self._on_unload is not None:
+            for name, version in sorted(serving_before - {(m.name, m.version) for m in loaded.values()}):
+                self._on_unload(name, version)
+
+    async def _load_in_thread(
+        self, slots: asyncio.Semaphore, path: Path, package: PackageDir, before: Fingerprint
+    ) -> LoadedModel | Exception | None:
+        """:meth:`_load` in a worker thread, once one of the scan's ``slots`` is free."""
+        async with slots:
+            return await asyncio.to_thread(self._load, path, package, before)
 
     def _load(self, path: Path, package: PackageDir, before: Fingerprint) -> LoadedModel | Exception | None:
         """Load and verify one package (in a worker thread): the model, the error, or None if it changed meanwhile."""
         settings = self._settings
         try:
             predictor = Predictor.load(
-                path, settings.device, settings.intra_op_threads, settings.max_mc_samples, settings.spin_wait
+                path, settings.device, settings.session_threads, settings.max_mc_samples, settings.spin_wait
             )
             verify_inference(predictor, path)
             result: LoadedModel | Exception = LoadedModel(package.name, package.version or predictor.version, path, predictor)
@@ -229,6 +249,10 @@ class ModelRepository:
     def has_model(self, name: str) -> bool:
         """Whether any version of ``name`` is loaded."""
         return name in self._models
+
+    def loaded_versions(self, name: str) -> tuple[str, ...]:
+        """The loaded versions of ``name``, oldest first (empty when none is loaded)."""
+        return tuple(sorted(self._models.get(name, {}), key=version_key))
 
     def model_ready(self, name: str, version: str | None) -> bool:
         """Whether ``get(name, version)`` would answer."""

@@ -5,8 +5,6 @@ Errors become status codes in :mod:`server.grpc_errors` (the ``handle_errors`` d
 
 from __future__ import annotations
 
-from typing import Any
-
 import grpc
 
 from protos.dropnet.v1 import predictor_pb2 as v1
@@ -20,17 +18,6 @@ from server.grpc_errors import handle_errors
 Context = grpc.aio.ServicerContext
 
 
-def describe(dataplane: DataPlane, name: str, version: str) -> tuple[str, dict[str, Any]]:
-    """The served version ("" asks for the latest) and the manifest of model ``name``.
-
-    The served version is the package's directory name in a versioned layout, so it is looked up
-    rather than read from the manifest.
-    """
-    manifest = dataplane.manifest(name, version or None)
-    latest = next((ref.latest for ref in dataplane.list_models() if ref.name == name), None)
-    return version or latest or str(manifest["version"]), manifest
-
-
 class PredictorServicer(v1_grpc.PredictorServicer):
     """``dropnet.v1.Predictor``."""
 
@@ -39,7 +26,7 @@ class PredictorServicer(v1_grpc.PredictorServicer):
 
     @handle_errors
     async def Predict(self, request: v1.PredictRequest, context: Context) -> v1.PredictResponse:
-        result = await self._dataplane.infer(codecs.decode_predict_request(request))
+        result = await self._dataplane.infer_encoded(request.model, lambda: codecs.decode_predict_request(request))
         return codecs.encode_predict_response(result)
 
     @handle_errors
@@ -48,8 +35,7 @@ class PredictorServicer(v1_grpc.PredictorServicer):
 
     @handle_errors
     async def GetModel(self, request: v1.GetModelRequest, context: Context) -> v1.GetModelResponse:
-        version, manifest = describe(self._dataplane, request.name, request.version)
-        return codecs.encode_model(request.name, version, manifest)
+        return codecs.encode_model(self._dataplane.describe(request.name, request.version))
 
 
 class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
@@ -78,10 +64,9 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
 
     @handle_errors
     async def ModelMetadata(self, request: oip.ModelMetadataRequest, context: Context) -> oip.ModelMetadataResponse:
-        version, manifest = describe(self._dataplane, request.name, request.version)
-        return codecs.encode_model_metadata(request.name, version, manifest)
+        return codecs.encode_model_metadata(self._dataplane.describe(request.name, request.version))
 
     @handle_errors
     async def ModelInfer(self, request: oip.ModelInferRequest, context: Context) -> oip.ModelInferResponse:
-        result = await self._dataplane.infer(codecs.decode_infer_request(request))
+        result = await self._dataplane.infer_encoded(request.model_name, lambda: codecs.decode_infer_request(request))
         return codecs.encode_infer_response(result, request)

@@ -12,8 +12,11 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _NUMERIC_KINDS = "fiu"  # float, signed and unsigned int; bool, complex, strings and objects are refused
 
 
-def as_batch(x: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """``x`` as a contiguous float32 array [B, *shape] (a single example of ``shape`` gives B = 1)."""
+def as_batch(x: Any, shape: tuple[int, ...], max_rows: int | None = None) -> np.ndarray:
+    """``x`` as a contiguous float32 array [B, *shape] (a single example of ``shape`` gives B = 1).
+
+    ``max_rows`` bounds B; it is checked on the shape, before any value is converted or inspected.
+    """
     expected = f"(batch, {', '.join(map(str, shape))}) or {tuple(shape)}"
     try:
         array = np.asarray(x)
@@ -29,6 +32,8 @@ def as_batch(x: Any, shape: tuple[int, ...]) -> np.ndarray:
         raise InvalidInputError(
             f"x has shape {array.shape}: an empty batch; expected at least one row of {tuple(shape)}"
         )
+    if max_rows is not None and array.shape[0] > max_rows:
+        raise InvalidInputError(f"x has {array.shape[0]} rows; expected at most {max_rows} rows per request")
     with np.errstate(over="ignore"):
         batch = np.ascontiguousarray(array, dtype=np.float32)
     bad = int(batch.size - np.count_nonzero(np.isfinite(batch)))

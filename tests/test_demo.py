@@ -1,11 +1,16 @@
 """``dropnet demo`` end to end: train → export → serve (a real subprocess) → predict over gRPC."""
 
+import socket
+import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from dropnet import demo
 from dropnet.cli import main
 from dropnet.demo import format_report, run_demo
+from dropnet.errors import ConfigError, DropnetError
 from server.predictor import Predictor
 
 
@@ -30,3 +35,36 @@ def test_demo_cli_prints_the_report(tmp_path: Path, capsys) -> None:
     assert main(["demo", "--out", str(tmp_path / "d"), "--epochs", "2", "--mc-samples", "10"]) == 0
     out = capsys.readouterr().out
     assert "MC dropout, T=10" in out and "server stopped with SIGTERM: exit code 0" in out
+
+
+def test_mc_samples_below_one_is_refused_before_training(tmp_path: Path, capsys) -> None:
+    with pytest.raises(ConfigError, match=r"mc_samples \(--mc-samples\) must be an integer >= 1, got 0"):
+        run_demo(tmp_path / "demo", mc_samples=0)
+    assert main(["demo", "--out", str(tmp_path / "d"), "--mc-samples", "-1"]) == 2
+    assert "must be an integer >= 1, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists() and not (tmp_path / "d").exists()
+
+
+def test_a_server_that_never_listens_is_killed_and_reaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[subprocess.Popen] = []
+    real_popen = subprocess.Popen
+
+    def popen(*args, **kwargs) -> subprocess.Popen:
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(demo.subprocess, "Popen", popen)
+    monkeypatch.setattr(demo, "SERVER_START_TIMEOUT_S", 0.0)
+    with pytest.raises(DropnetError, match=r"did not start listening within 0s; see .*server\.log"):
+        demo.start_server(tmp_path, tmp_path / "server.log")
+    (process,) = started
+    assert process.returncode is not None  # waited for: no zombie left behind
+
+
+def test_a_server_that_accepts_no_connection_is_a_dropnet_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(demo, "SERVER_READY_TIMEOUT_S", 0.2)
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        target = f"127.0.0.1:{closed.getsockname()[1]}"
+        with pytest.raises(DropnetError, match=rf"server at {target} did not accept connections within 0\.2s; see .*server\.log"):
+            demo.query_server(target, np.zeros((1, 64), np.float32), 5, 0, tmp_path / "server.log")

@@ -10,7 +10,7 @@ import pytest
 
 from dropnet.errors import DropnetError, ResourceExhaustedError
 from exporter.seeding import row_seeds
-from server.batcher import Batcher, RunSpec
+from server.batcher import Batcher, RunSpec, _Request, run_batch
 from server.metrics import ServerMetrics
 from server.predictor import Predictor
 from tests.server.helpers import MODEL, RecordingEngine, assert_outputs_match, digits_rows, make_settings
@@ -225,3 +225,62 @@ def test_a_lone_request_does_not_wait_out_the_queue_delay(tmp_path: Path, tiny_p
         return engine.rows
 
     assert asyncio.run(main()) == [1, 1, 1]
+
+
+def test_a_batch_of_one_request_gets_the_run_outputs_uncopied() -> None:
+    rng = np.random.default_rng(0)
+    run_outputs = {"probabilities": rng.random((2, 10), np.float32), "samples": rng.random((8, 2, 10), np.float32)}
+
+    class FixedEngine:
+        """Answers every MC run with ``run_outputs`` (as if the batch had two rows)."""
+
+        def run_deterministic(self, x: np.ndarray) -> dict[str, np.ndarray]:
+            raise AssertionError("MC only")
+
+        def run_mc(self, x: np.ndarray, num_samples: int, row_seeds: np.ndarray, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+            return run_outputs
+
+    async def main() -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+        future = asyncio.get_running_loop().create_future()  # unused by run_batch
+
+        def request(rows: int, outputs: tuple[str, ...]) -> _Request:
+            return _Request(digits_rows(rows, rows), row_seeds(rows, rows), outputs, future, 0.0)
+
+        alone = run_batch(FixedEngine(), MC, [request(2, ("samples", "probabilities"))])
+        pair = run_batch(FixedEngine(), MC, [request(1, ("samples",)), request(1, ("samples",))])
+        return alone, pair
+
+    (alone,), pair = asyncio.run(main())
+    assert list(alone) == ["samples", "probabilities"]
+    assert all(alone[name] is run_outputs[name] for name in alone)
+    np.testing.assert_array_equal(pair[1]["samples"], run_outputs["samples"][:, 1:])
+    assert all(answer["samples"].flags.c_contiguous for answer in pair)  # rows of a shared run: contiguous copies
+
+
+def test_batch_memory_is_dropped_for_lone_batches_and_unloaded_versions(tmp_path: Path, tiny_predictor: Predictor) -> None:
+    other_version = RunSpec(MODEL, "2", "deterministic")
+
+    async def main() -> list[set[RunSpec]]:
+        batcher, _ = make_batcher(tmp_path)
+        engine = RecordingEngine(tiny_predictor)
+        memory = []
+        for spec in (DET, other_version):
+            blocker = await hold_worker(batcher, engine, spec)
+            tasks = [asyncio.create_task(batcher.submit(spec, engine, digits_rows(1, i), None, ("probabilities",))) for i in range(3)]
+            await until_waiting(batcher, 3)
+            engine.release()
+            await asyncio.gather(blocker, *tasks)
+            engine = RecordingEngine(tiny_predictor)
+        await asyncio.sleep(0)  # the queues retire
+        memory.append(set(batcher._last_batch_requests))  # both specs' last batches held 3 requests
+        batcher.forget(MODEL, "2")
+        memory.append(set(batcher._last_batch_requests))
+        engine.release()
+        for seed in range(2):  # lone requests: the last batch of DET holds one
+            await batcher.submit(DET, engine, digits_rows(1, seed), None, ("probabilities",))
+        await asyncio.sleep(0)
+        memory.append(set(batcher._last_batch_requests))
+        await batcher.drain()
+        return memory
+
+    assert asyncio.run(main()) == [{DET, other_version}, {DET}, set()]

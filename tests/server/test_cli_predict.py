@@ -12,7 +12,7 @@ from PIL import Image
 
 from dropnet.cli import main
 from dropnet.errors import DataError
-from server.input_files import png_geometry
+from server.input_files import png_geometry, read_png
 from server.predictor import Predictor
 
 Capsys = pytest.CaptureFixture[str]
@@ -154,3 +154,10 @@ def test_png_geometry_follows_the_model_input(shape: tuple[int, ...], geometry: 
             png_geometry(shape)
     else:
         assert png_geometry(shape) == geometry
+
+
+def test_a_decompression_bomb_png_is_a_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 256 pixels: over twice the limit, Pillow refuses
+    with pytest.raises(DataError, match=r"bomb\.png: image too large to read safely .*expected a small grayscale image"):
+        read_png(tmp_path / "bomb.png", (1, 8, 8), (0.0, 16.0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -12,7 +13,8 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
-from dropnet.errors import InvalidInputError, NotFoundError, ResourceExhaustedError
+from dropnet.errors import ConfigError, InvalidInputError, NotFoundError, ResourceExhaustedError
+from server import providers
 from server.dataplane import DataPlane, InferRequest, InferResult
 from server.predictor import Predictor
 from server.repository import ModelRef
@@ -105,10 +107,12 @@ def test_concurrent_requests_equal_sequential_ones_and_share_runs(models_dir: Pa
         (InferRequest(MODEL, None, digits_rows(1, 0), outputs=("samples",)), InvalidInputError, "for mode 'deterministic'"),
         (InferRequest(MODEL, None, digits_rows(1, 0), mode="bayes"), InvalidInputError, "mode must be one of"),
         (InferRequest(MODEL, None, digits_rows(1, 0), mc_samples=5), InvalidInputError, "mc_samples applies to mode 'mc' only"),
+        (InferRequest(MODEL, None, digits_rows(1, 0), seed=5), InvalidInputError, "seed applies to mode 'mc' only"),
         (InferRequest(MODEL, None, digits_rows(1, 0), "mc", 0), InvalidInputError, r"mc_samples must be an integer in 1..50"),
         (InferRequest(MODEL, None, digits_rows(1, 0), "mc", 51), InvalidInputError, r"1..50, got 51"),
         (InferRequest(MODEL, None, digits_rows(1, 0), "mc", 5, 2**63), InvalidInputError, "seed must be an integer"),
         (InferRequest(MODEL, None, digits_rows(5, 0)), InvalidInputError, r"5 rows; expected at most 4"),
+        (InferRequest(MODEL, None, np.full((5, 1, 8, 8), np.nan)), InvalidInputError, r"5 rows; expected at most 4"),
         (InferRequest(MODEL, None, np.zeros((2, 8, 8))), InvalidInputError, "shape"),
     ],
 )
@@ -135,10 +139,12 @@ def test_models_listing_manifest_and_health(models_dir: Path, tiny_package_v2: P
         assert plane.live() and plane.ready()
         assert plane.list_models() == [ModelRef(MODEL, ("1", "2"), "2", True)]
         assert plane.model_ready(MODEL, "1") and not plane.model_ready(MODEL, "3") and not plane.model_ready("x", None)
-        assert plane.manifest(MODEL, None)["version"] == "2"
-        assert plane.manifest(MODEL, "1")["version"] == "1"
+        latest, first = plane.describe(MODEL, None), plane.describe(MODEL, "1")
+        assert (latest.version, latest.versions, latest.manifest["version"]) == ("2", ("1", "2"), "2")
+        assert (first.version, first.versions, first.manifest["version"]) == ("1", ("1", "2"), "1")
+        assert latest.max_mc_samples == 1000
         with pytest.raises(NotFoundError):
-            plane.manifest("x", None)
+            plane.describe("x", None)
 
     async def main() -> None:
         await plane.start()
@@ -207,3 +213,70 @@ def test_metrics_endpoint_reports_requests(models_dir: Path) -> None:
     assert 'dropnet_requests_total{code="NOT_FOUND",mode="deterministic",model="_unknown"} 1.0' in body_text
     assert 'dropnet_batch_rows_sum{mode="mc",model="tiny"} 2.0' in body_text
     assert "dropnet_models_loaded 1.0" in body_text
+
+
+def test_the_package_sample_limit_bounds_the_default_and_the_check(models_dir: Path) -> None:
+    manifest_path = models_dir / MODEL / "1" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["mc"]["max_samples"] = 30  # below the server's max_mc_samples (1000) and DEFAULT_MC_SAMPLES (100)
+    manifest_path.write_text(json.dumps(manifest))
+
+    async def body(plane: DataPlane) -> InferResult:
+        assert plane.describe(MODEL, None).max_mc_samples == 30
+        with pytest.raises(InvalidInputError, match=r"mc_samples must be an integer in 1\.\.30, got 31"):
+            await plane.infer(InferRequest(MODEL, None, digits_rows(1, 0), "mc", 31))
+        return await plane.infer(InferRequest(MODEL, None, digits_rows(2, 0), "mc", outputs=("samples",)))
+
+    assert serve(models_dir, body).outputs["samples"].shape == (30, 2, 10)
+
+
+def test_requests_refused_while_decoding_are_counted(models_dir: Path) -> None:
+    def refuse() -> InferRequest:
+        raise InvalidInputError("input has dtype 99; expected one of [...]")
+
+    async def body(plane: DataPlane) -> DataPlane:
+        for model in (MODEL, "nope"):
+            with pytest.raises(InvalidInputError, match="dtype 99"):
+                await plane.infer_encoded(model, refuse)
+        decoded = await plane.infer_encoded(MODEL, lambda: InferRequest(MODEL, None, digits_rows(1, 0)))
+        assert decoded.model == MODEL
+        return plane
+
+    plane = serve(models_dir, body)
+    assert requests_counted(plane, MODEL, "_unknown", "INVALID_ARGUMENT") == 1
+    assert requests_counted(plane, "_unknown", "_unknown", "INVALID_ARGUMENT") == 1
+    assert requests_counted(plane, MODEL, "deterministic", "OK") == 1
+
+
+def test_an_unloaded_model_leaves_no_metric_series_or_batch_memory(models_dir: Path, tiny_package_v2: Path) -> None:
+    shutil.copytree(tiny_package_v2, models_dir / "other" / "1")
+
+    async def concurrent_mc(plane: DataPlane, model: str) -> None:
+        await asyncio.gather(*(plane.infer(InferRequest(model, None, digits_rows(1, i), "mc", 3, i)) for i in range(4)))
+
+    async def body(plane: DataPlane) -> tuple[set[str], set[tuple[str, str]]]:
+        for model in (MODEL, "other"):
+            await concurrent_mc(plane, model)
+        shutil.rmtree(models_dir / "other")
+        while plane.model_ready("other", None):
+            await asyncio.sleep(0.02)
+        families = plane.metrics.registry.collect()
+        labelled = {sample.labels["model"] for family in families for sample in family.samples if "model" in sample.labels}
+        remembered = {(spec.model, spec.version) for spec in plane._batcher._last_batch_requests}
+        return labelled, remembered
+
+    labelled, remembered = serve(models_dir, body, reload_interval_s=0.05, max_queue_delay_ms=1000.0)
+    assert labelled == {MODEL}
+    assert remembered <= {(MODEL, "1")}
+
+
+@pytest.mark.skipif(providers.cuda_status()[0], reason="needs a machine where CUDA is not usable")
+def test_an_unusable_device_fails_start_before_any_package_loads(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads: list[Path] = []
+    monkeypatch.setattr("server.repository.Predictor.load", lambda path, *args: loads.append(path))
+    plane = DataPlane(make_settings(models_dir, device="cuda"))
+    with pytest.raises(ConfigError, match="device 'cuda' was requested but CUDA is not usable"):
+        asyncio.run(plane.start())
+    assert loads == [] and not plane.live()

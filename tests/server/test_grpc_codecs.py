@@ -11,8 +11,8 @@ import tritonclient.grpc as tritonclient_grpc
 from dropnet.errors import InvalidInputError
 from protos.dropnet.v1 import predictor_pb2 as v1
 from protos.inference import grpc_service_pb2 as oip
-from server import codecs
-from server.dataplane import InferResult
+from server import codecs, tensors
+from server.dataplane import InferResult, ModelInfo
 from server.predictor import Predictor
 
 
@@ -88,6 +88,11 @@ def _bad_oip_request(case: str) -> oip.ModelInferRequest:
         raw.append(b"")
     elif case == "string parameter":
         request.parameters["mc_samples"].string_param = "20"
+    elif case == "empty parameter":
+        request.parameters["seed"].SetInParent()
+    elif case == "rank 33":
+        tensor.shape[:] = [1] * 33
+        raw.append(b"\0" * 4)
     return request
 
 
@@ -105,6 +110,8 @@ BAD_OIP = {
     "two inputs": "request has 2 inputs ['x', 'x2']; expected exactly one",
     "negative dim": "expected dimensions >= 0",
     "string parameter": "'mc_samples' is a string_param; expected int64_param",
+    "empty parameter": "parameter 'seed' is set but holds no value; expected int64_param",
+    "rank 33": "input 'x' has 33 dimensions; expected at most 32",
 }
 
 
@@ -164,14 +171,14 @@ def test_typed_requests_get_typed_outputs() -> None:
 
 
 def test_v1_tensors_round_trip_little_endian() -> None:
-    for enum, dtype in codecs.V1_DTYPES.items():
+    for enum, dtype in tensors.V1_DTYPES.items():
         x = np.arange(6).astype(dtype).reshape(3, 2)
-        tensor = codecs.encode_tensor(x)
+        tensor = tensors.encode_tensor(x)
         assert (tensor.dtype, list(tensor.shape)) == (enum, [3, 2])
         assert tensor.data == x.astype(dtype.newbyteorder("<")).tobytes()
-        assert np.array_equal(codecs.decode_tensor(tensor, "t"), x)
+        assert np.array_equal(tensors.decode_tensor(tensor, "t"), x)
     big_endian = np.arange(3, dtype=">f4")
-    assert codecs.encode_tensor(big_endian).data == np.arange(3, dtype="<f4").tobytes()
+    assert tensors.encode_tensor(big_endian).data == np.arange(3, dtype="<f4").tobytes()
 
 
 def _predict_request(**fields: object) -> v1.PredictRequest:
@@ -216,7 +223,7 @@ def test_bad_v1_requests_say_what_was_expected(request_: v1.PredictRequest, expe
 def test_v1_response_carries_outputs_and_seed() -> None:
     response = codecs.encode_predict_response(RESULT)
     assert (response.model, response.version, response.seed) == ("tiny", "3", 11)
-    assert np.array_equal(codecs.decode_tensor(response.predicted_class, "p"), [4, 9])
+    assert np.array_equal(tensors.decode_tensor(response.predicted_class, "p"), [4, 9])
     assert not response.HasField("std")
     deterministic = codecs.encode_predict_response(InferResult("tiny", "3", {}, None))
     assert not deterministic.HasField("seed")
@@ -228,8 +235,22 @@ def test_get_model_keeps_numeric_metrics_and_marks_unconstrained_layers(tiny_pre
         "metrics": {"test_error": 0.25, "epochs": 3, "curve": [1.0, 0.5], "early_stopped": True},
         "max_norm": [3.5, None, 2.0],
     }
-    model = codecs.encode_model("served-name", "7", manifest)
+    model = codecs.encode_model(ModelInfo("served-name", "7", ("3", "7"), manifest, 1000))
     assert (model.name, model.version) == ("served-name", "7")
     assert dict(model.metrics) == {"test_error": 0.25, "epochs": 3.0}
     assert list(model.max_norm) == [3.5, 0.0, 2.0]
     assert json.loads(model.manifest_json) == manifest
+
+
+def test_v1_tensors_of_rank_over_32_are_refused() -> None:
+    tensor = v1.Tensor(shape=[1] * 33, dtype=v1.DATA_TYPE_FLOAT32, data=b"\0" * 4)
+    with pytest.raises(InvalidInputError, match="input has 33 dimensions; expected at most 32"):
+        codecs.decode_predict_request(v1.PredictRequest(model="tiny", input=tensor))
+
+
+def test_model_descriptions_report_loaded_versions_and_the_effective_sample_limit(tiny_predictor: Predictor) -> None:
+    model = ModelInfo("served-name", "7", ("3", "7"), tiny_predictor.manifest, 50)
+    assert tiny_predictor.manifest["mc"]["max_samples"] == 1000
+    assert codecs.encode_model(model).mc.max_samples == 50
+    metadata = codecs.encode_model_metadata(model)
+    assert (metadata.name, list(metadata.versions)) == ("served-name", ["3", "7"])

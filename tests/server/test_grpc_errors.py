@@ -121,6 +121,23 @@ def test_v1_errors(channel: grpc.Channel, case: str) -> None:
     assert got_code == code and message in details, details
 
 
+def test_get_model_reports_the_sample_limit_requests_are_held_to(channel: grpc.Channel) -> None:
+    model = v1_grpc.PredictorStub(channel).GetModel(v1.GetModelRequest(name=MODEL), timeout=60)
+    assert model.mc.max_samples == MAX_MC_SAMPLES  # the server's limit, below the package's 1000
+
+
+def test_requests_refused_for_their_encoding_are_counted(server: ServerThread, channel: grpc.Channel) -> None:
+    def refused(model: str) -> float:
+        labels = {"model": model, "mode": "_unknown", "code": "INVALID_ARGUMENT"}
+        return server.server.dataplane.metrics.registry.get_sample_value("dropnet_requests_total", labels) or 0.0
+
+    before = {model: refused(model) for model in (MODEL, "_unknown")}
+    _code_and_details(oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer, _raw_request(ROWS, datatype="BYTES"))
+    unknown_model = v1.PredictRequest(model="nope", input=_predict(ROWS, dtype=v1.DATA_TYPE_UNSPECIFIED).input)
+    _code_and_details(v1_grpc.PredictorStub(channel).Predict, unknown_model)
+    assert {model: refused(model) - count for model, count in before.items()} == {MODEL: 1.0, "_unknown": 1.0}
+
+
 def test_model_metadata_of_an_unknown_model_is_not_found(channel: grpc.Channel) -> None:
     stub = oip_grpc.GRPCInferenceServiceStub(channel)
     code, details = _code_and_details(stub.ModelMetadata, oip.ModelMetadataRequest(name="nope"))

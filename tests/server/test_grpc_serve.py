@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import queue
 import re
 import shutil
@@ -22,12 +24,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from dropnet.errors import ConfigError
+from dropnet.cli import main
+from dropnet.errors import ConfigError, ResourceExhaustedError
 from protos.inference import grpc_service_pb2 as oip
 from protos.inference import grpc_service_pb2_grpc as oip_grpc
-from server.app import HEALTH_NAMES, INFERENCE_SERVICE, PREDICTOR_SERVICE
 from dropnet.fielddocs import field_docs
-from server.cli_serve import add_arguments, settings_from_args
+from server import providers
+from server.app import HEALTH_NAMES, INFERENCE_SERVICE, PREDICTOR_SERVICE, GrpcServer
+from server.cli_serve import StopSignals, add_arguments, settings_from_args
+from server.dataplane import InferRequest
 from server.settings import ServerSettings
 from tests.server.grpc_harness import ServerThread, grpc_settings, models_dir_with, wait_until
 from tests.server.helpers import MODEL, digits_rows
@@ -109,22 +114,150 @@ def test_every_settings_field_has_a_documented_flag() -> None:
     args = parser.parse_args([
         "--models", "m", "--host", "0.0.0.0", "--port", "0", "--metrics-port", "9100", "--device", "cpu",
         "--intra-op-threads", "2", "--inference-workers", "3", "--no-batching", "--max-batch-size", "8",
-        "--max-queue-delay-ms", "0.5", "--max-queue-size", "4", "--max-message-bytes", "1000",
+        "--max-queue-delay-ms", "0.5", "--max-queue-size", "4", "--max-message-bytes", "2048",
         "--max-mc-samples", "7", "--max-rows-per-request", "9", "--reload-interval", "0", "--grace", "2.5",
     ])
     assert settings_from_args(args) == ServerSettings(
         models_dir=Path("m"), host="0.0.0.0", port=0, metrics_port=9100, device="cpu", intra_op_threads=2,
         inference_workers=3, batching=False, max_batch_size=8, max_queue_delay_ms=0.5, max_queue_size=4,
-        max_message_bytes=1000, max_mc_samples=7, max_rows_per_request=9, reload_interval_s=0.0, shutdown_grace_s=2.5,
+        max_message_bytes=2048, max_mc_samples=7, max_rows_per_request=9, reload_interval_s=0.0, shutdown_grace_s=2.5,
     )
 
 
-class ServeProcess:
-    """``dropnet serve`` as a subprocess; its stderr lines are collected by a reader thread."""
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--port", "70000"], r"port must be an integer in 0\.\.65535, got 70000"),
+        (["--max-batch-size", "0"], r"max_batch_size must be an integer >= 1, got 0"),
+        (["--grace", "-1"], r"shutdown_grace_s must be a finite number >= 0, got -1\.0"),
+        (["--device", "tpu"], r"device must be one of \['auto', 'cpu', 'cuda'\], got 'tpu'"),
+    ],
+)
+def test_serve_with_a_bad_flag_exits_2_with_the_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    assert main(["serve", "--models", str(tmp_path), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dropnet serve: error: ") and re.search(message, err) and "Traceback" not in err
 
-    def __init__(self, *flags: str) -> None:
+
+@pytest.mark.skipif(providers.cuda_status()[0], reason="needs a machine where CUDA is not usable")
+def test_serve_on_cuda_without_cuda_exits_2(
+    models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--models", str(models_dir), "--port", "0", "--device", "cuda", "--reload-interval", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "dropnet serve: error: device 'cuda' was requested but CUDA is not usable" in err
+
+
+def test_a_failed_start_stops_the_data_plane(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def fail(self: GrpcServer) -> None:
+        raise RuntimeError("health service broke")
+
+    monkeypatch.setattr(GrpcServer, "_sync_health", fail)
+    server = GrpcServer(grpc_settings(models_dir, reload_interval_s=0.05, metrics_port=0))
+
+    async def start_and_fail() -> list[str]:
+        with pytest.raises(RuntimeError, match="health service broke"):
+            await server.start()
+        return [task.get_name() for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+
+    assert asyncio.run(start_and_fail()) == []  # no reload task left behind
+    assert not server.dataplane.live() and server.dataplane.metrics_port is None
+    with pytest.raises(ResourceExhaustedError, match="shutting down"):  # the worker pool is shut down
+        asyncio.run(server.dataplane.infer(InferRequest(MODEL, None, digits_rows(1, 0))))
+
+
+def test_stop_leaves_no_task_behind(models_dir: Path) -> None:
+    async def start_and_stop() -> list[str]:
+        server = GrpcServer(grpc_settings(models_dir, reload_interval_s=0.05))
+        await server.start()
+        await server.stop(grace=0)
+        return [task.get_name() for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+
+    assert asyncio.run(start_and_stop()) == []
+
+
+def test_a_second_stop_signal_forces_an_exit_with_128_plus_its_number() -> None:
+    exits: list[int] = []
+
+    async def signal_twice() -> bool:
+        signals = StopSignals(force_exit=exits.append)
+        signals.received(signal.SIGTERM)
+        assert exits == []
+        signals.received(signal.SIGINT)
+        return signals.requested.is_set()
+
+    assert asyncio.run(signal_twice())
+    assert exits == [128 + signal.SIGINT]
+
+
+BLOCKED_LOAD = """
+import sys
+from dropnet.cli import main
+from server.predictor import Predictor
+
+real_load = Predictor.load
+
+
+def load(*args, **kwargs):
+    print("load blocked", file=sys.stderr, flush=True)
+    with open(sys.argv[1], "rb"):  # a FIFO: blocks until the test opens it for writing
+        pass
+    return real_load(*args, **kwargs)
+
+
+Predictor.load = staticmethod(load)
+sys.exit(main(["serve", *sys.argv[2:]]))
+"""
+"""``dropnet serve`` whose model loading blocks on the FIFO given as its first argument."""
+
+
+@pytest.fixture
+def blocked_serve(models_dir: Path, tmp_path: Path) -> Iterator[tuple[ServeProcess, Path]]:
+    fifo = tmp_path / "release-load"
+    os.mkfifo(fifo)
+    serve = ServeProcess(
+        str(fifo), "--models", str(models_dir), "--port", "0", "--device", "cpu", "--reload-interval", "0",
+        command=("-c", BLOCKED_LOAD),
+    )
+    try:
+        serve.wait_for("load blocked")
+        yield serve, fifo
+    finally:
+        serve.close()
+
+
+@pytest.mark.slow
+def test_a_signal_while_loading_stops_cleanly_and_exits_zero(blocked_serve: tuple[ServeProcess, Path]) -> None:
+    serve, fifo = blocked_serve
+    serve.process.send_signal(signal.SIGTERM)
+    serve.wait_for("stopping before the models finished loading")
+    serve.wait_for(r"\bstopped$")
+    os.close(os.open(fifo, os.O_WRONLY))  # let the loading thread finish, so the process can exit
+    assert serve.process.wait(timeout=120) == 0
+    assert not any("serving on" in line for line in serve.lines)
+
+
+@pytest.mark.slow
+def test_a_second_signal_exits_at_once_and_non_zero(blocked_serve: tuple[ServeProcess, Path]) -> None:
+    serve, _ = blocked_serve  # the FIFO is never opened: without a forced exit, stopping would wait for ever
+    serve.process.send_signal(signal.SIGTERM)
+    serve.wait_for("SIGTERM received: stopping")
+    serve.process.send_signal(signal.SIGTERM)
+    assert serve.process.wait(timeout=120) == 128 + signal.SIGTERM
+    serve.wait_for("second SIGTERM received: exiting now with code 143")
+
+
+class ServeProcess:
+    """``dropnet serve`` as a subprocess; its stderr lines are collected by a reader thread.
+
+    ``command`` replaces ``-m dropnet.cli serve`` (e.g. ``-c SCRIPT ARG``); ``flags`` follow it.
+    """
+
+    def __init__(self, *flags: str, command: tuple[str, ...] = ("-m", "dropnet.cli", "serve")) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dropnet.cli", "serve", *flags],
+            [sys.executable, *command, *flags],
             cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         self.lines: list[str] = []

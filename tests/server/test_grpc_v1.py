@@ -12,7 +12,7 @@ import pytest
 
 from protos.dropnet.v1 import predictor_pb2 as v1
 from protos.dropnet.v1 import predictor_pb2_grpc as v1_grpc
-from server.codecs import decode_tensor
+from server.tensors import decode_tensor
 from server.predictor import Predictor
 from tests.server.grpc_harness import ServerThread, grpc_settings, models_dir_with
 from tests.server.helpers import MODEL, digits_rows

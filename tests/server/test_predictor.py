@@ -7,6 +7,7 @@ import logging
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from dropnet.errors import ConfigError, InvalidInputError, ModelPackageError, NotFoundError
+from dropnet.errors import ConfigError, InvalidInputError, ModelPackageError
 from exporter.manifest import data_digest
 from exporter.seeding import row_seeds
 from server import providers
@@ -281,7 +282,7 @@ def test_max_mc_samples_bounds_requests_and_run_mc_checks_its_arguments(tiny_pac
     small = Predictor.load(tiny_package, max_mc_samples=8)
     with pytest.raises(InvalidInputError, match=r"mc_samples must be an integer in 1\.\.8, got 9"):
         small.predict(_rows(1), mc_samples=9)
-    with pytest.raises(NotFoundError, match=r"unknown MC output\(s\) \['logits'\]"):
+    with pytest.raises(InvalidInputError, match=r"unknown MC output\(s\) \['logits'\]"):
         small.run_mc(_rows(2), 4, row_seeds(0, 2), ["logits"])
     with pytest.raises(InvalidInputError, match=r"row_seeds has dtype int64 and shape \(3,\); expected int64 \(2,\)"):
         small.run_mc(_rows(2), 4, row_seeds(0, 3), ["probabilities"])
@@ -323,7 +324,7 @@ def test_probe_model_is_a_one_element_identity() -> None:
 def test_auto_picks_cpu_without_gpu_and_logs_nothing_from_onnxruntime(
     tiny_package: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    providers.cuda_status.cache_clear()
+    providers._probe_cuda.cache_clear()
     caplog.set_level(logging.DEBUG)
     assert Predictor.load(tiny_package, device="auto").provider == "CPUExecutionProvider"
     with pytest.raises(ConfigError, match="device 'cuda' was requested but CUDA is not usable: no NVIDIA driver"):
@@ -336,18 +337,44 @@ def test_auto_picks_cpu_without_gpu_and_logs_nothing_from_onnxruntime(
 def test_cuda_probe_with_a_driver_but_no_usable_cuda_stays_quiet(
     monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    if "CUDAExecutionProvider" not in ort.get_available_providers() or providers.cuda_status.__wrapped__()[0]:
+    if "CUDAExecutionProvider" not in ort.get_available_providers() or providers._probe_cuda.__wrapped__()[0]:
         pytest.skip("needs an onnxruntime build with CUDA support on a machine where CUDA is not usable")
     monkeypatch.setattr(providers, "nvidia_driver_present", lambda: True)
-    providers.cuda_status.cache_clear()
+    providers._probe_cuda.cache_clear()
     try:
         usable, reason = providers.cuda_status()
     finally:
-        providers.cuda_status.cache_clear()
+        providers._probe_cuda.cache_clear()
     assert not usable and "could not start CUDAExecutionProvider" in reason
     assert providers.choose_provider("cpu") == "CPUExecutionProvider"
     captured = capfd.readouterr()
     assert ORT_LOG_LINE not in captured.err + captured.out
+
+
+def test_concurrent_callers_share_one_cuda_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    probing = threading.Condition()
+    probes: list[str] = []
+
+    def available_providers() -> list[str]:  # the probe's first step
+        with probing:
+            probes.append(threading.current_thread().name)
+            probing.notify_all()
+            probing.wait_for(lambda: len(probes) > 1, timeout=0.5)  # a second probe would join here
+        return ["CPUExecutionProvider"]
+
+    monkeypatch.setattr(providers.ort, "get_available_providers", available_providers)
+    providers._probe_cuda.cache_clear()
+    try:
+        callers = [threading.Thread(target=providers.cuda_status, name=f"caller-{i}") for i in range(4)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join()
+        status = providers.cuda_status()
+    finally:
+        providers._probe_cuda.cache_clear()
+    assert len(probes) == 1
+    assert status == (False, f"this onnxruntime {ort.__version__} build has no CUDAExecutionProvider")
 
 
 def test_serving_imports_neither_torch_nor_grpc_nor_trainer() -> None:

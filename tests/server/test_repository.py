@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 from dropnet.errors import ConfigError, NotFoundError
 from exporter.manifest import DETERMINISTIC_FILE, MANIFEST_FILE, MC_FILE, data_digest
 from server.predictor import Predictor
-from server.repository import ModelRef, ModelRepository, version_key
+from server.repository import MAX_CONCURRENT_LOADS, ModelRef, ModelRepository, version_key
 from tests.server.helpers import MODEL, digits_rows, make_settings
 
 X = digits_rows(2, seed=7)
@@ -74,18 +75,22 @@ def test_missing_models_dir_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_new_version_is_served_after_rescan_and_removed_one_unloaded(models_dir: Path, tiny_package_v2: Path) -> None:
-    repository = ModelRepository(make_settings(models_dir))
+    unloaded: list[tuple[str, str]] = []
+    repository = ModelRepository(make_settings(models_dir), on_unload=lambda *ref: unloaded.append(ref))
     start(repository)
     assert repository.get(MODEL, None).version == "1"
     shutil.copytree(tiny_package_v2, models_dir / MODEL / "2")
     rescan(repository)
     assert repository.get(MODEL, None).version == "2"
+    assert repository.loaded_versions(MODEL) == ("1", "2") and unloaded == []
     shutil.rmtree(models_dir / MODEL / "2")
     rescan(repository)
     assert repository.get(MODEL, None).version == "1"
     with pytest.raises(NotFoundError):
         repository.get(MODEL, "2")
     assert repository.loaded_count() == 1
+    assert repository.loaded_versions(MODEL) == ("1",) and repository.loaded_versions("nope") == ()
+    assert unloaded == [(MODEL, "2")]
 
 
 def test_changed_package_replaces_the_old_one(models_dir: Path, tiny_package_v2: Path) -> None:
@@ -202,3 +207,35 @@ def test_package_written_during_loading_is_retried_on_next_scan(
     assert not repository.model_ready(MODEL, "2")  # its files changed under the loader: not trusted yet
     rescan(repository)
     assert repository.model_ready(MODEL, "2")
+
+
+def test_a_scan_loads_a_few_packages_at_a_time_with_shared_out_threads(
+    models_dir: Path, tiny_package: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for version in range(2, 6):
+        shutil.copytree(tiny_package, models_dir / MODEL / str(version))
+    real_load = Predictor.load
+    loading = threading.Condition()
+    active, most, threads = [0], [0], []
+
+    def load(path: Path, device: str, intra_op_threads: int | None, *args: object) -> Predictor:
+        with loading:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+            loading.notify_all()
+            # hold the slot until one load more than allowed has joined (it never should) or 0.5 s pass
+            loading.wait_for(lambda: active[0] > MAX_CONCURRENT_LOADS, timeout=0.5)
+        try:
+            threads.append(intra_op_threads)
+            return real_load(path, device, intra_op_threads, *args)
+        finally:
+            with loading:
+                active[0] -= 1
+
+    monkeypatch.setattr(Predictor, "load", staticmethod(load))
+    settings = make_settings(models_dir, inference_workers=2)
+    repository = ModelRepository(settings)
+    start(repository)
+    assert repository.loaded_versions(MODEL) == ("1", "2", "3", "4", "5")
+    assert most[0] <= MAX_CONCURRENT_LOADS == 2
+    assert threads == [settings.session_threads] * 5

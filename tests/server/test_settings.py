@@ -1,0 +1,55 @@
+"""ServerSettings: every field is checked when built, and the default session threads share the cores."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dropnet.errors import ConfigError
+from server.settings import ServerSettings
+
+MODELS = Path("models")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("device", "tpu", r"device must be one of \['auto', 'cpu', 'cuda'\], got 'tpu'"),
+        ("port", -1, r"port must be an integer in 0\.\.65535, got -1"),
+        ("port", 65536, r"port must be an integer in 0\.\.65535, got 65536"),
+        ("port", True, r"port must be an integer in 0\.\.65535, got True"),
+        ("metrics_port", 70000, r"metrics_port must be an integer in 0\.\.65535 or None, got 70000"),
+        ("intra_op_threads", 0, r"intra_op_threads must be an integer >= 1 or None, got 0"),
+        ("inference_workers", 0, r"inference_workers must be an integer >= 1, got 0"),
+        ("max_batch_size", 0, r"max_batch_size must be an integer >= 1, got 0"),
+        ("max_queue_size", -3, r"max_queue_size must be an integer >= 1, got -3"),
+        ("max_message_bytes", 1023, r"max_message_bytes must be an integer >= 1024, got 1023"),
+        ("max_mc_samples", 0, r"max_mc_samples must be an integer >= 1, got 0"),
+        ("max_rows_per_request", 2.0, r"max_rows_per_request must be an integer >= 1, got 2\.0"),
+        ("max_queue_delay_ms", -0.5, r"max_queue_delay_ms must be a finite number >= 0, got -0\.5"),
+        ("reload_interval_s", float("nan"), r"reload_interval_s must be a finite number >= 0, got nan"),
+        ("shutdown_grace_s", float("inf"), r"shutdown_grace_s must be a finite number >= 0, got inf"),
+    ],
+)
+def test_each_field_out_of_range_is_a_config_error(field: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ServerSettings(models_dir=MODELS, **{field: value})
+
+
+def test_boundary_values_are_accepted() -> None:
+    settings = ServerSettings(
+        models_dir=MODELS, port=65535, metrics_port=0, intra_op_threads=1, max_message_bytes=1024,
+        max_queue_delay_ms=0, reload_interval_s=0.0, shutdown_grace_s=0,
+    )
+    assert (settings.port, settings.metrics_port, settings.max_message_bytes) == (65535, 0, 1024)
+
+
+def test_session_threads_default_shares_the_cores_among_the_workers() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert ServerSettings(models_dir=MODELS, intra_op_threads=3, inference_workers=4).session_threads == 3
+    assert ServerSettings(models_dir=MODELS, inference_workers=1).session_threads == cores
+    assert ServerSettings(models_dir=MODELS, inference_workers=2).session_threads == max(1, cores // 2)
+    assert ServerSettings(models_dir=MODELS, inference_workers=cores + 1).session_threads == 1
