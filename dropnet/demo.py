@@ -4,7 +4,8 @@
 2. exports it as a model package ``OUT/models/digits/1``;
 3. starts ``dropnet serve`` as a child process on a free loopback port;
 4. asks it, through the ``dropnet.v1`` client, for deterministic and MC-dropout predictions of
-   a clean test digit and of an ambiguous one (two digits of different classes blended 50/50);
+   a test digit, of an ambiguous one (two digits of different classes blended 50/50) and of
+   uniform noise;
 5. prints predicted class, confidence and uncertainty, then stops the server with SIGTERM and
    checks that it drained and exited cleanly.
 """
@@ -82,7 +83,7 @@ def run_demo(out: Path, epochs: int | None = None, seed: int = 0, mc_samples: in
     final = train(config, out / "run", dataset=dataset)
     models = out / "models"
     export_package(out / "run", models / MODEL_NAME / "1", name=MODEL_NAME, version="1")
-    inputs, descriptions = demo_inputs(dataset.test.x, dataset.test.y)
+    inputs, descriptions = demo_inputs(out / "run", dataset.test.x, dataset.test.y, seed)
 
     server, target = start_server(models, out / "server.log")
     try:
@@ -112,13 +113,25 @@ def query_server(
     return deterministic, mc
 
 
-def demo_inputs(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """A clean test digit and a 50/50 blend of two test digits of different classes."""
-    first = 0
-    other = int(np.flatnonzero(y != y[first])[0])
+def demo_inputs(run_dir: Path, x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, list[str]]:
+    """Three inputs from clear to meaningless: a test digit the trained net gets right, a 50/50 blend
+    of two correctly classified test digits of different classes, and uniform noise."""
+    import torch
+
+    from trainer.rundir import load_run
+
+    _, spec, model = load_run(run_dir)
+    with torch.inference_mode():
+        correct = model(torch.from_numpy(x)).argmax(dim=1).numpy() == y
+    known = correct if correct.any() else np.ones_like(correct)  # a barely trained net may get none right
+    first = int(np.flatnonzero(known)[0])
+    differs = y != y[first]
+    other = int(np.flatnonzero(known & differs if (known & differs).any() else differs)[0])
     blend = (x[first] + x[other]) / 2
-    descriptions = [f"clean test digit (a {y[first]})", f"blend of a {y[first]} and a {y[other]}"]
-    return np.stack([x[first], blend]).astype(np.float32), descriptions
+    low, high = spec.value_range
+    noise = np.random.default_rng(seed).uniform(low, high, size=x[first].shape)
+    descriptions = [f"test digit (a {y[first]})", f"blend of a {y[first]} and a {y[other]}", "uniform noise"]
+    return np.stack([x[first], blend, noise]).astype(np.float32), descriptions
 
 
 def start_server(models: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:

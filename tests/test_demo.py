@@ -28,7 +28,7 @@ def test_demo_answers_equal_the_in_process_engine(tmp_path: Path) -> None:
     for name in ("probabilities", "std", "predictive_entropy", "mutual_information"):
         np.testing.assert_allclose(result.mc[name], getattr(mc, name), rtol=1e-6, atol=1e-6)
     report = format_report(result)
-    assert "clean test digit" in report and "blend of" in report and "exit code 0" in report
+    assert "test digit (a " in report and "blend of" in report and "uniform noise" in report and "exit code 0" in report
 
 
 def test_demo_cli_prints_the_report(tmp_path: Path, capsys) -> None:
