@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
+from server.settings import DEVICES
+
 if TYPE_CHECKING:
     from server.predictor import Prediction, Predictor
 
@@ -19,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Monte-Carlo model averaging over T dropout samples (default: weight scaling)")
     parser.add_argument("--seed", type=int, default=None, metavar="S",
                         help="seed of the MC dropout masks (default: drawn at random and reported)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="execution device")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="execution device")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="onnxruntime intra-op threads")
     parser.add_argument("--json", action="store_true", help="print every value as JSON instead of a table")
 

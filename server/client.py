@@ -17,7 +17,11 @@ from protos.dropnet.v1 import predictor_pb2_grpc as v1_grpc
 from server.tensors import decode_tensor, encode_tensor
 from server.validation import check_int, check_seed
 
-RESPONSE_TENSORS = ("probabilities", "predicted_class", "logits", "std", "predictive_entropy", "mutual_information", "samples")
+RESPONSE_TENSORS = tuple(
+    field.name for field in v1.PredictResponse.DESCRIPTOR.fields
+    if field.message_type is not None and field.message_type.full_name == v1.Tensor.DESCRIPTOR.full_name
+)
+"""The PredictResponse fields that hold tensors, read from the proto (its single source of truth)."""
 UINT32_MAX = 2**32 - 1
 """Largest value of the wire's ``mc_samples`` field (the server's own limit is far lower)."""
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024

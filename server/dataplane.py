@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from server.providers import choose_provider
 from server.repository import LoadedModel, ModelRef, ModelRepository
 from server.settings import ServerSettings
 from server.status_codes import status_code_name
-from server.validation import check_int, check_seed
+from server.validation import check_int, resolve_seed
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +224,7 @@ class DataPlane:
             return 0, None
         limit = model.predictor.max_mc_samples
         samples = min(DEFAULT_MC_SAMPLES, limit) if request.mc_samples is None else request.mc_samples
-        seed = secrets.randbits(63) if request.seed is None else check_seed(request.seed)
+        seed = resolve_seed(request.seed)
         return check_int("mc_samples", samples, 1, limit), seed
 
     def _forget(self, name: str, version: str) -> None:

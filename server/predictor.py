@@ -9,7 +9,6 @@ No grpc, torch or trainer imports here: a serving install needs onnxruntime and 
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from exporter.seeding import row_seeds as make_row_seeds
 from server.package import ModelPackage, read_package
 from server.providers import choose_provider
 from server.sessions import create_session, run_session
-from server.validation import as_batch, check_int, check_row_seeds, check_seed
+from server.validation import as_batch, check_int, check_row_seeds, resolve_seed
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +166,7 @@ class Predictor:
                 )
             return self._prediction(self.run_deterministic(batch)["probabilities"])
         samples = check_int("mc_samples", mc_samples, 1, self.max_mc_samples)
-        used_seed = check_seed(seed) if seed is not None else secrets.randbits(63)
+        used_seed = resolve_seed(seed)
         wanted = [name for name in MC_OUTPUTS if return_samples or name != "samples"]
         out = self.run_mc(batch, samples, make_row_seeds(used_seed, batch.shape[0]), wanted)
         return self._prediction(

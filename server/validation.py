@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import numpy as np
 
 from dropnet.errors import InvalidInputError
+from exporter.seeding import INT64_MAX, INT64_MIN
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _NUMERIC_KINDS = "fiu"  # float, signed and unsigned int; bool, complex, strings and objects are refused
 
 
@@ -56,6 +57,11 @@ def check_int(name: str, value: Any, low: int, high: int) -> int:
 def check_seed(seed: Any) -> int:
     """A seed as a Python int in the int64 range."""
     return check_int("seed", seed, INT64_MIN, INT64_MAX)
+
+
+def resolve_seed(seed: Any) -> int:
+    """The checked ``seed``, or a fresh one from OS entropy when it is None (reported back to the caller)."""
+    return secrets.randbits(63) if seed is None else check_seed(seed)
 
 
 def check_row_seeds(row_seeds: Any, rows: int) -> np.ndarray:

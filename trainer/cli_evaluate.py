@@ -10,7 +10,7 @@ from typing import Any
 from dropnet.fileio import atomic_write_json
 from dropnet.fielddocs import field_docs
 from trainer.cli_flags import converter
-from trainer.config import DataConfig
+from trainer.config import DEVICES, DataConfig
 
 RESULT_FILE = "evaluate.json"
 
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--split", choices=("test", "val"), default="test", help="split to evaluate (default: test)")
     parser.add_argument("--json-out", metavar="FILE", type=Path, help=f"result file (default: RUN_DIR/{RESULT_FILE})")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device (default: auto)")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="torch device (default: auto)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ FLAVOURS = ("paper", "inverted", "gaussian")
 ACTIVATIONS = ("relu", "sigmoid", "maxout")
 ARCHITECTURES = ("mlp", "conv")
 LR_SCHEDULES = ("constant", "exponential", "step")
+DEVICES = ("auto", "cpu", "cuda")
 PRESET_DIR = Path(__file__).parent / "presets"
 SEED_LIMIT = 2**63
 """Seeds lie in [0, 2**63): torch's and numpy's generators take any such integer."""
@@ -221,7 +222,7 @@ class TrainConfig:
         self.optim.validate()
         self.data.validate()
         check_seed(self.seed)
-        _choice("device", self.device, ("auto", "cpu", "cuda"))
+        _choice("device", self.device, DEVICES)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict that :meth:`from_dict` turns back into an equal config."""
