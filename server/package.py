@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dropnet.errors import ModelPackageError
+from dropnet.fileio import read_json
 from exporter.manifest import DETERMINISTIC_FILE, MANIFEST_FILE, MC_FILE, check_manifest, data_digest
 
 
@@ -32,10 +32,7 @@ def read_package(model_dir: str | Path) -> ModelPackage:
         )
     if not manifest_path.is_file():
         raise ModelPackageError(f"{model_dir} is not a model package: {MANIFEST_FILE} is missing")
-    try:
-        raw = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelPackageError(f"{manifest_path}: not valid JSON ({exc})") from None
+    raw = read_json(manifest_path, ModelPackageError)
     manifest = check_manifest(raw, str(manifest_path))
     files = manifest["files"]
     return ModelPackage(

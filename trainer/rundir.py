@@ -16,7 +16,6 @@ torch, numpy), ``created`` (UTC ISO time), ``command`` (argv) and, once training
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 from dataclasses import asdict
@@ -32,7 +31,7 @@ from torch import nn
 
 import dropnet
 from dropnet.errors import ConfigError, RunDirError
-from dropnet.fileio import atomic_write, atomic_write_json
+from dropnet.fileio import atomic_write, atomic_write_json, read_json
 from trainer.config import TrainConfig
 from trainer.models import InputSpec, build_model
 
@@ -98,12 +97,7 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise RunDirError(f"{run_dir} is not a dropnet run directory: {CONFIG_FILE} is missing")
-    try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunDirError(f"{path}: not valid JSON ({exc})") from None
-    except OSError as exc:
-        raise RunDirError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    raw = read_json(path, RunDirError)
     if not isinstance(raw, dict) or raw.get("format") != RUN_FORMAT:
         raise RunDirError(f"{path}: expected format {RUN_FORMAT!r}, got {raw.get('format') if isinstance(raw, dict) else raw!r}")
     for key in ("config", "input"):
