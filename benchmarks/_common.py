@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.factories import make_run_dir
-from trainer.config import ModelConfig
-from trainer.models import InputSpec
+from dropnet.trainer.config import ModelConfig
+from dropnet.trainer.models import InputSpec
 
 MNIST_SPEC = InputSpec(
     shape=(1, 28, 28), num_classes=10, mean=33.32, std=78.57, value_range=(0.0, 255.0),
@@ -29,6 +29,6 @@ def paper_run_dir(run_dir: Path, seed: int = 0) -> Path:
 
 def paper_package(work_dir: Path, out_dir: Path, name: str = "paper-mlp", version: str = "1") -> Path:
     """Export the paper's network (run dir written under ``work_dir``) as a model package in ``out_dir``."""
-    from exporter.package import export_package  # here, so importing this module stays light
+    from dropnet.exporter.package import export_package  # here, so importing this module stays light
 
     return export_package(paper_run_dir(work_dir / name), out_dir, name=name, version=version)

@@ -32,8 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests.factories builds the run directory
 
 from benchmarks._common import MNIST_SPEC, paper_run_dir  # noqa: E402
-from exporter.package import export_package  # noqa: E402
-from trainer.rundir import load_run  # noqa: E402
+from dropnet.exporter.package import export_package  # noqa: E402
+from dropnet.trainer.rundir import load_run  # noqa: E402
 
 T = 100
 RESULTS = REPO / "benchmarks" / "results" / "inference.json"

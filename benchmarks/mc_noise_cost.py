@@ -25,9 +25,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from exporter.graphs import build_deterministic, build_mc
-from trainer.config import ModelConfig
-from trainer.models import InputSpec, build_model
+from dropnet.exporter.graphs import build_deterministic, build_mc
+from dropnet.trainer.config import ModelConfig
+from dropnet.trainer.models import InputSpec, build_model
 
 log = logging.getLogger("mc_noise_cost")
 SPEC = InputSpec(shape=(1, 28, 28), num_classes=10, mean=33.32, std=78.57, value_range=(0.0, 255.0),

@@ -54,8 +54,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # ahead of benchmarks/, whose server.py would shadow the server package
 
 from benchmarks._common import MNIST_SPEC, PAPER_NET_DESCRIPTION, paper_package  # noqa: E402
-from server.client import DropnetClient  # noqa: E402
-from server.predictor import Predictor  # noqa: E402
+from dropnet.server.client import DropnetClient  # noqa: E402
+from dropnet.server.predictor import Predictor  # noqa: E402
 
 MODEL = "paper-mlp"
 MC_SAMPLES = 50

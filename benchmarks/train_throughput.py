@@ -3,7 +3,7 @@
 Network: the paper's 784-1024-1024-1024-10 ReLU MLP, input retain 0.8, hidden retain 0.5,
 max-norm c = 3.5 on every hidden layer, SGD momentum 0.95, batch 100, on real MNIST examples.
 
-* dropnet: ``trainer.loop.train_epoch`` on a network from ``trainer.models.build_model``
+* dropnet: ``dropnet.trainer.loop.train_epoch`` on a network from ``dropnet.trainer.models.build_model``
   (paper-flavour masks from ``rand_like(x) < p`` with no rescale, in-place max-norm).
 * idiomatic: ``nn.Dropout`` (inverted) layers and ``torch.renorm`` on every hidden weight after
   each step — what a PyTorch user writes by hand.
@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.config import DataConfig, ModelConfig
-from trainer.data import load_dataset
-from trainer.loop import train_epoch
-from trainer.maxnorm import MaxNorm
-from trainer.models import build_model, weight_layers
+from dropnet.trainer.config import DataConfig, ModelConfig
+from dropnet.trainer.data import load_dataset
+from dropnet.trainer.loop import train_epoch
+from dropnet.trainer.maxnorm import MaxNorm
+from dropnet.trainer.models import build_model, weight_layers
 
 HIDDEN = [1024, 1024, 1024]
 RETAIN_INPUT, RETAIN_HIDDEN, MAX_NORM, LR, MOMENTUM, BATCH = 0.8, 0.5, 3.5, 0.05, 0.95, 100

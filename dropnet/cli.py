@@ -12,15 +12,15 @@ import logging
 import sys
 
 from dropnet import __version__
-from dropnet.errors import DropnetError
+from dropnet.core.errors import DropnetError
 
 DESCRIPTION = "dropnet: dropout neural networks (Srivastava et al., JMLR 2014) — train, export to ONNX, serve."
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("trainer.cli_train", "train a dropout network and write a run directory"),
-    "evaluate": ("trainer.cli_evaluate", "test error with weight scaling vs Monte-Carlo model averaging"),
-    "export": ("exporter.cli", "export a run directory to an ONNX model package"),
-    "predict": ("server.cli_predict", "predict with a model package in-process (onnxruntime)"),
-    "serve": ("server.cli_serve", "serve model packages over gRPC (dropnet.v1 and KServe v2)"),
+    "train": ("dropnet.trainer.cli_train", "train a dropout network and write a run directory"),
+    "evaluate": ("dropnet.trainer.cli_evaluate", "test error with weight scaling vs Monte-Carlo model averaging"),
+    "export": ("dropnet.exporter.cli", "export a run directory to an ONNX model package"),
+    "predict": ("dropnet.server.cli_predict", "predict with a model package in-process (onnxruntime)"),
+    "serve": ("dropnet.server.cli_serve", "serve model packages over gRPC (dropnet.v1 and KServe v2)"),
     "demo": ("dropnet.demo", "train → export → serve → predict on the bundled digits, end to end"),
 }
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from dropnet.errors import ConfigError, DropnetError
+from dropnet.core.errors import ConfigError, DropnetError
 
 PRESET = "digits_demo"
 MODEL_NAME = "digits"
@@ -70,10 +70,10 @@ def run_demo(out: Path, epochs: int | None = None, seed: int = 0, mc_samples: in
     """Train, export, serve and query; return everything that was observed."""
     if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 1:
         raise ConfigError(f"mc_samples (--mc-samples) must be an integer >= 1, got {mc_samples!r}")
-    from exporter.package import export_package
-    from trainer.config import load_preset
-    from trainer.data import load_dataset
-    from trainer.loop import train
+    from dropnet.exporter.package import export_package
+    from dropnet.trainer.config import load_preset
+    from dropnet.trainer.data import load_dataset
+    from dropnet.trainer.loop import train
 
     config = load_preset(PRESET)
     config.seed = seed
@@ -99,7 +99,7 @@ def query_server(
     """Deterministic and MC-dropout predictions of ``inputs`` from the server at ``target``."""
     import grpc
 
-    from server.client import DropnetClient
+    from dropnet.server.client import DropnetClient
 
     with DropnetClient(target) as client:
         try:
@@ -118,7 +118,7 @@ def demo_inputs(run_dir: Path, x: np.ndarray, y: np.ndarray, seed: int) -> tuple
     of two correctly classified test digits of different classes, and uniform noise."""
     import torch
 
-    from trainer.rundir import load_run
+    from dropnet.trainer.rundir import load_run
 
     _, spec, model = load_run(run_dir)
     with torch.inference_mode():

@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export the run and print where the package went."""
-    from exporter.package import export_package
+    from dropnet.exporter.package import export_package
 
     out = export_package(args.run_dir, args.out, name=args.name, version=args.version, force=args.force)
     print(f"wrote model package {out}")

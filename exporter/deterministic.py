@@ -12,10 +12,10 @@ from __future__ import annotations
 from onnx import ModelProto, TensorProto, helper
 from torch import nn
 
-from exporter.layers import emit_layer
-from exporter.onnx_graph import GraphBuilder, merge_metadata
-from exporter.steps import Affine, Noise, Standardize, Step, fold_affines, output_features, read_network
-from trainer.models import InputSpec
+from dropnet.exporter.layers import emit_layer
+from dropnet.exporter.onnx_graph import GraphBuilder, merge_metadata
+from dropnet.exporter.steps import Affine, Noise, Standardize, Step, fold_affines, output_features, read_network
+from dropnet.trainer.models import InputSpec
 
 GRAPH_NAME = "dropnet_deterministic"
 BATCH = "batch"

@@ -6,9 +6,9 @@ express the in-graph, seed-driven dropout noise anyway). See exporter.determinis
 exporter.mc and exporter.rng for what each graph computes.
 """
 
-from exporter.deterministic import build_deterministic
-from exporter.mc import build_mc
-from exporter.onnx_graph import IR_VERSION, OPSET, verify_model
-from exporter.rng import RNG_SCHEME
+from dropnet.exporter.deterministic import build_deterministic
+from dropnet.exporter.mc import build_mc
+from dropnet.exporter.onnx_graph import IR_VERSION, OPSET, verify_model
+from dropnet.exporter.rng import RNG_SCHEME
 
 __all__ = ["IR_VERSION", "OPSET", "RNG_SCHEME", "build_deterministic", "build_mc", "verify_model"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from exporter.onnx_graph import GraphBuilder
-from exporter.steps import Activation, Conv, Dense, Flatten, Maxout, MaxPool, Pad, Standardize, Step
+from dropnet.exporter.onnx_graph import GraphBuilder
+from dropnet.exporter.steps import Activation, Conv, Dense, Flatten, Maxout, MaxPool, Pad, Standardize, Step
 
 
 def emit_layer(g: GraphBuilder, step: Step, x: str, out: str | None = None) -> str:

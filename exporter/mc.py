@@ -1,7 +1,7 @@
 """mc.onnx: Monte-Carlo dropout — T noisy forward passes and their summaries in one run.
 
 Inputs: ``x`` float32 [batch, *shape]; ``num_samples`` int64 scalar T (>= 1); ``seed`` int64
-[1] or [B]: one seed S for the batch (row b then uses ``exporter.seeding.row_seeds(S, B)[b]``)
+[1] or [B]: one seed S for the batch (row b then uses ``dropnet.core.seeding.row_seeds(S, B)[b]``)
 or one seed per row; both agree for B = 1, and any other length is refused when run. ``seed``
 is rank 1, not "scalar or vector": the ONNX checker requires a shape on every graph input (an
 unknown-rank input fails ``check_model``) and onnxruntime refuses inputs of another rank.
@@ -27,9 +27,9 @@ from math import prod
 from onnx import ModelProto, TensorProto, helper
 from torch import nn
 
-from exporter.layers import emit_layer
-from exporter.onnx_graph import GraphBuilder, merge_metadata
-from exporter.rng import (
+from dropnet.exporter.layers import emit_layer
+from dropnet.exporter.onnx_graph import GraphBuilder, merge_metadata
+from dropnet.exporter.rng import (
     COUNTER_LIMIT,
     RNG_SCHEME,
     CounterNoise,
@@ -38,8 +38,8 @@ from exporter.rng import (
     keep_mask,
     words_per_sample,
 )
-from exporter.steps import Affine, Noise, Step, fold_affines, output_features, read_network
-from trainer.models import InputSpec
+from dropnet.exporter.steps import Affine, Noise, Step, fold_affines, output_features, read_network
+from dropnet.trainer.models import InputSpec
 
 GRAPH_NAME = "dropnet_mc"
 BATCH = "batch"

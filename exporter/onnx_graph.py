@@ -11,7 +11,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 import dropnet
-from dropnet.errors import ModelPackageError
+from dropnet.core.errors import ModelPackageError
 
 OPSET = 18
 """Default-domain opset: BitwiseXor/BitwiseAnd (the noise hash) exist from opset 18."""

@@ -7,9 +7,9 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from dropnet.errors import ModelPackageError
-from exporter.manifest import DETERMINISTIC_FILE, MC_FILE
-from trainer.models import InputSpec
+from dropnet.core.errors import ModelPackageError
+from dropnet.core.manifest import DETERMINISTIC_FILE, MC_FILE
+from dropnet.trainer.models import InputSpec
 
 PARITY_ROWS = 8
 LOGITS_TOLERANCE = 1e-5

@@ -19,10 +19,10 @@ import onnx
 import onnxruntime as ort
 
 import dropnet
-from dropnet.errors import ModelPackageError
-from dropnet.fileio import fsync_dir, fsync_tree
-from exporter.graphs import IR_VERSION, OPSET, RNG_SCHEME, build_deterministic, build_mc, verify_model
-from exporter.manifest import (
+from dropnet.core.errors import ModelPackageError
+from dropnet.core.fileio import fsync_dir, fsync_tree
+from dropnet.exporter.graphs import IR_VERSION, OPSET, RNG_SCHEME, build_deterministic, build_mc, verify_model
+from dropnet.core.manifest import (
     DETERMINISTIC_FILE,
     MANIFEST_FILE,
     MC_FILE,
@@ -30,8 +30,8 @@ from exporter.manifest import (
     onnx_metadata,
     seal_manifest,
 )
-from exporter.ort_check import check_in_onnxruntime
-from trainer.rundir import load_run, read_config, versions
+from dropnet.exporter.ort_check import check_in_onnxruntime
+from dropnet.trainer.rundir import load_run, read_config, versions
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def _check_destination(out_dir: Path, force: bool) -> None:
 def _write_directory(out_dir: Path, files: dict[str, bytes], force: bool) -> None:
     """Write ``files`` into a temporary sibling of ``out_dir``, sync it, then rename it into place.
 
-    Durability follows ``dropnet.fileio``: the files and the staging directory are synced before
+    Durability follows ``dropnet.core.fileio``: the files and the staging directory are synced before
     the rename, the parent directory after it.
     """
     try:

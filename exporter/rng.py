@@ -45,7 +45,7 @@ import math
 import numpy as np
 from onnx import TensorProto
 
-from exporter.onnx_graph import GraphBuilder
+from dropnet.exporter.onnx_graph import GraphBuilder
 
 RNG_SCHEME = "dropnet-ctr-fmix32/1"
 """Name and version of the noise scheme; any change to the values it produces needs a new version."""

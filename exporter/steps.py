@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from dropnet.errors import ModelPackageError
-from trainer.dropout import Dropout
-from trainer.models import InputSpec, Maxout as MaxoutModule, Standardize as StandardizeModule
+from dropnet.core.errors import ModelPackageError
+from dropnet.trainer.dropout import Dropout
+from dropnet.trainer.models import InputSpec, Maxout as MaxoutModule, Standardize as StandardizeModule
 
 
 @dataclass(frozen=True)

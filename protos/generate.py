@@ -1,11 +1,11 @@
-"""Regenerate the Python modules of the .proto files: ``python -m protos.generate``.
+"""Regenerate the Python modules of the .proto files: ``python -m dropnet.protos.generate``.
 
 The .proto files under ``protos/`` are the source of truth; the generated ``*_pb2.py``,
 ``*_pb2.pyi`` and ``*_pb2_grpc.py`` beside them are committed, and a test fails when they
 differ from a fresh generation. Two fixes are applied to protoc's output:
 
-- imports and module names gain the ``protos.`` prefix, so ``dropnet/v1/predictor.proto``
-  becomes ``protos.dropnet.v1.predictor_pb2`` and never shadows the ``dropnet`` package;
+- imports and module names gain the ``dropnet.protos.`` prefix, so ``dropnet/v1/predictor.proto``
+  becomes ``dropnet.protos.dropnet.v1.predictor_pb2`` and never shadows the ``dropnet`` package;
 - the OIP file registers its descriptors in a private pool, because tritonclient and KServe
   ship their own modules defining the same ``inference.*`` symbols, and the default pool
   refuses a symbol defined twice.
@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 PROTOS_DIR = Path(__file__).resolve().parent
-PACKAGE = PROTOS_DIR.name
+PACKAGE = "dropnet.protos"  # the installed import name of this folder
 PROTO_FILES = ("dropnet/v1/predictor.proto", "inference/grpc_service.proto")
 PRIVATE_POOL_FILES = ("inference/grpc_service.proto",)
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")

@@ -20,14 +20,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from dropnet.errors import ConfigError
-from protos.dropnet.v1 import predictor_pb2 as v1
-from protos.dropnet.v1 import predictor_pb2_grpc as v1_grpc
-from protos.inference import grpc_service_pb2 as oip
-from protos.inference import grpc_service_pb2_grpc as oip_grpc
-from server.dataplane import DataPlane
-from server.servicers import InferenceServicer, PredictorServicer
-from server.settings import ServerSettings
+from dropnet.core.errors import ConfigError
+from dropnet.protos.dropnet.v1 import predictor_pb2 as v1
+from dropnet.protos.dropnet.v1 import predictor_pb2_grpc as v1_grpc
+from dropnet.protos.inference import grpc_service_pb2 as oip
+from dropnet.protos.inference import grpc_service_pb2_grpc as oip_grpc
+from dropnet.server.dataplane import DataPlane
+from dropnet.server.servicers import InferenceServicer, PredictorServicer
+from dropnet.server.settings import ServerSettings
 
 
 PREDICTOR_SERVICE = v1.DESCRIPTOR.services_by_name["Predictor"].full_name

@@ -22,9 +22,9 @@ from typing import Protocol
 
 import numpy as np
 
-from dropnet.errors import ResourceExhaustedError
-from server.metrics import ServerMetrics
-from server.settings import ServerSettings
+from dropnet.core.errors import ResourceExhaustedError
+from dropnet.server.metrics import ServerMetrics
+from dropnet.server.settings import ServerSettings
 
 ROW_AXIS = {"samples": 1}
 """Axis holding the rows in outputs where it is not axis 0 (``samples`` is [T, B, C])."""

@@ -6,10 +6,10 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from server.settings import DEVICES
+from dropnet.server.settings import DEVICES
 
 if TYPE_CHECKING:
-    from server.predictor import Prediction, Predictor
+    from dropnet.server.predictor import Prediction, Predictor
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the package, predict the input file's rows and print the result."""
-    from server.input_files import read_input_file
-    from server.predictor import Predictor
+    from dropnet.server.input_files import read_input_file
+    from dropnet.server.predictor import Predictor
 
     predictor = Predictor.load(args.model_dir, device=args.device, intra_op_threads=args.threads)
     spec = predictor.manifest["input"]

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dropnet.fielddocs import field_docs
-from server.settings import ServerSettings
+from dropnet.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class StopSignals:
 
 async def serve(settings: ServerSettings, signals: StopSignals | None = None) -> None:
     """Load the models and serve until SIGTERM/SIGINT, then stop gracefully; handlers are in place before loading."""
-    from server.app import GrpcServer, address
+    from dropnet.server.app import GrpcServer, address
 
     signals = signals or StopSignals()
     signals.install()

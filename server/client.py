@@ -12,10 +12,10 @@ from typing import Any
 import grpc
 import numpy as np
 
-from protos.dropnet.v1 import predictor_pb2 as v1
-from protos.dropnet.v1 import predictor_pb2_grpc as v1_grpc
-from server.tensors import decode_tensor, encode_tensor
-from server.validation import check_int, check_seed
+from dropnet.protos.dropnet.v1 import predictor_pb2 as v1
+from dropnet.protos.dropnet.v1 import predictor_pb2_grpc as v1_grpc
+from dropnet.server.tensors import decode_tensor, encode_tensor
+from dropnet.server.validation import check_int, check_seed
 
 RESPONSE_TENSORS = tuple(
     field.name for field in v1.PredictResponse.DESCRIPTOR.fields

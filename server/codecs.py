@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 
 from dropnet import __version__
-from dropnet.errors import InvalidInputError
-from exporter.manifest import INPUT_NAME
-from protos.dropnet.v1 import predictor_pb2 as v1
-from protos.inference import grpc_service_pb2 as oip
-from server.dataplane import MODES, OUTPUT_NAMES, PREDICTED_CLASS, InferRequest, InferResult, ModelInfo
-from server.repository import ModelRef
-from server.tensors import (
+from dropnet.core.errors import InvalidInputError
+from dropnet.core.manifest import INPUT_NAME
+from dropnet.protos.dropnet.v1 import predictor_pb2 as v1
+from dropnet.protos.inference import grpc_service_pb2 as oip
+from dropnet.server.dataplane import MODES, OUTPUT_NAMES, PREDICTED_CLASS, InferRequest, InferResult, ModelInfo
+from dropnet.server.repository import ModelRef
+from dropnet.server.tensors import (
     check_shape,
     decode_raw,
     decode_tensor,

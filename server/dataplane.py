@@ -19,15 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from dropnet.errors import DropnetError, InvalidInputError
-from exporter.seeding import row_seeds
-from server.batcher import Batcher, Outputs, RunSpec
-from server.metrics import ServerMetrics
-from server.providers import choose_provider
-from server.repository import LoadedModel, ModelRef, ModelRepository
-from server.settings import ServerSettings
-from server.status_codes import status_code_name
-from server.validation import check_int, resolve_seed
+from dropnet.core.errors import DropnetError, InvalidInputError
+from dropnet.core.seeding import row_seeds
+from dropnet.server.batcher import Batcher, Outputs, RunSpec
+from dropnet.server.metrics import ServerMetrics
+from dropnet.server.providers import choose_provider
+from dropnet.server.repository import LoadedModel, ModelRef, ModelRepository
+from dropnet.server.settings import ServerSettings
+from dropnet.server.status_codes import status_code_name
+from dropnet.server.validation import check_int, resolve_seed
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from server.status_codes import INTERNAL, status_code_name
+from dropnet.server.status_codes import INTERNAL, status_code_name
 
 log = logging.getLogger(__name__)
 

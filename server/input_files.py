@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dropnet.errors import DataError
+from dropnet.core.errors import DataError
 
 SUFFIXES = (".npy", ".npz", ".png")
 

@@ -10,7 +10,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.metrics import MetricWrapperBase
 
-from dropnet.errors import ConfigError
+from dropnet.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

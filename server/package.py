@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dropnet.errors import ModelPackageError
-from dropnet.fileio import read_json
-from exporter.manifest import DETERMINISTIC_FILE, MANIFEST_FILE, MC_FILE, check_manifest, data_digest
+from dropnet.core.errors import ModelPackageError
+from dropnet.core.fileio import read_json
+from dropnet.core.manifest import DETERMINISTIC_FILE, MANIFEST_FILE, MC_FILE, check_manifest, data_digest
 
 
 @dataclass(frozen=True)

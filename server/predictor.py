@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from dropnet.errors import ConfigError, InvalidInputError, ModelPackageError
-from exporter.manifest import (
+from dropnet.core.errors import ConfigError, InvalidInputError, ModelPackageError
+from dropnet.core.manifest import (
     DETERMINISTIC_FILE,
     DETERMINISTIC_INPUTS,
     DETERMINISTIC_OUTPUTS,
@@ -26,11 +26,11 @@ from exporter.manifest import (
     MC_INPUTS,
     MC_OUTPUTS,
 )
-from exporter.seeding import row_seeds as make_row_seeds
-from server.package import ModelPackage, read_package
-from server.providers import choose_provider
-from server.sessions import create_session, run_session
-from server.validation import as_batch, check_int, check_row_seeds, resolve_seed
+from dropnet.core.seeding import row_seeds as make_row_seeds
+from dropnet.server.package import ModelPackage, read_package
+from dropnet.server.providers import choose_provider
+from dropnet.server.sessions import create_session, run_session
+from dropnet.server.validation import as_batch, check_int, check_row_seeds, resolve_seed
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from dropnet.errors import ConfigError
-from server.settings import DEVICES
+from dropnet.core.errors import ConfigError
+from dropnet.server.settings import DEVICES
 
 log = logging.getLogger(__name__)
 

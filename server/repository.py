@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dropnet.errors import ConfigError, DropnetError, ModelPackageError, NotFoundError
-from exporter.manifest import MANIFEST_FILE, ONNX_FILES
-from exporter.seeding import row_seeds
-from server.predictor import Predictor
-from server.settings import ServerSettings
+from dropnet.core.errors import ConfigError, DropnetError, ModelPackageError, NotFoundError
+from dropnet.core.manifest import MANIFEST_FILE, ONNX_FILES
+from dropnet.core.seeding import row_seeds
+from dropnet.server.predictor import Predictor
+from dropnet.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 

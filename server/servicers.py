@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import grpc
 
-from protos.dropnet.v1 import predictor_pb2 as v1
-from protos.dropnet.v1 import predictor_pb2_grpc as v1_grpc
-from protos.inference import grpc_service_pb2 as oip
-from protos.inference import grpc_service_pb2_grpc as oip_grpc
-from server import codecs
-from server.dataplane import DataPlane
-from server.grpc_errors import handle_errors
+from dropnet.protos.dropnet.v1 import predictor_pb2 as v1
+from dropnet.protos.dropnet.v1 import predictor_pb2_grpc as v1_grpc
+from dropnet.protos.inference import grpc_service_pb2 as oip
+from dropnet.protos.inference import grpc_service_pb2_grpc as oip_grpc
+from dropnet.server import codecs
+from dropnet.server.dataplane import DataPlane
+from dropnet.server.grpc_errors import handle_errors
 
 Context = grpc.aio.ServicerContext
 

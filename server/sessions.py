@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import onnxruntime as ort
 
-from dropnet.errors import ConfigError, DropnetError, ModelPackageError
-from server.providers import CPU, CUDA
+from dropnet.core.errors import ConfigError, DropnetError, ModelPackageError
+from dropnet.server.providers import CPU, CUDA
 
 _ORT_STATE = ort.capi.onnxruntime_pybind11_state
 # onnxruntime raises its own Exception subclasses (Fail, InvalidArgument, ...), and RuntimeError.

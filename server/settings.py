@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dropnet.errors import ConfigError
+from dropnet.core.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
 """Values of :attr:`ServerSettings.device` (and of ``Predictor.load``'s ``device``)."""

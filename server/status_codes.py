@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from dropnet.errors import InvalidInputError, NotFoundError, ResourceExhaustedError
+from dropnet.core.errors import InvalidInputError, NotFoundError, ResourceExhaustedError
 
 OK = "OK"
 INTERNAL = "INTERNAL"

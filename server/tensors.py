@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from dropnet.errors import InvalidInputError
-from protos.dropnet.v1 import predictor_pb2 as v1
+from dropnet.core.errors import InvalidInputError
+from dropnet.protos.dropnet.v1 import predictor_pb2 as v1
 
 MAX_RANK = 32
 """Most dimensions a tensor may have (numpy's own limit is 64; no model input needs more than a few)."""

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from dropnet.errors import InvalidInputError
-from exporter.seeding import INT64_MAX, INT64_MIN
+from dropnet.core.errors import InvalidInputError
+from dropnet.core.seeding import INT64_MAX, INT64_MIN
 
 _NUMERIC_KINDS = "fiu"  # float, signed and unsigned int; bool, complex, strings and objects are refused
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories import make_run_dir
-from trainer.config import ModelConfig
+from dropnet.trainer.config import ModelConfig
 
 TINY_NAME = "tiny-digits"
 
@@ -24,6 +24,6 @@ def tiny_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_package(tiny_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The model package exported from :func:`tiny_run_dir` (name "tiny-digits", version "1")."""
-    from exporter.package import export_package
+    from dropnet.exporter.package import export_package
 
     return export_package(tiny_run_dir, tmp_path_factory.mktemp("packages") / TINY_NAME)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from trainer.config import ModelConfig, TrainConfig
-from trainer.models import InputSpec, build_model
-from trainer.rundir import WEIGHTS_FILE, cpu_state_dict, save_weights, write_config
+from dropnet.trainer.config import ModelConfig, TrainConfig
+from dropnet.trainer.models import InputSpec, build_model
+from dropnet.trainer.rundir import WEIGHTS_FILE, cpu_state_dict, save_weights, write_config
 
 DIGITS_SPEC = InputSpec(
     shape=(1, 8, 8), num_classes=10, mean=4.88, std=6.02, value_range=(0.0, 16.0),
@@ -37,7 +37,7 @@ def make_package(tmp_path: Path, **model_overrides: object) -> Path:
 
     ``model_overrides`` are :class:`ModelConfig` fields; the default network is 64-16-16-10.
     """
-    from exporter.package import export_package  # here, so trainer-only tests never import onnx
+    from dropnet.exporter.package import export_package  # here, so trainer-only tests never import onnx
 
     model = ModelConfig(**{"hidden": [16, 16], **model_overrides})
     return export_package(make_run_dir(tmp_path / "tiny-digits", model), tmp_path / "package")

@@ -10,8 +10,8 @@ import pytest
 from dropnet import demo
 from dropnet.cli import main
 from dropnet.demo import format_report, run_demo
-from dropnet.errors import ConfigError, DropnetError
-from server.predictor import Predictor
+from dropnet.core.errors import ConfigError, DropnetError
+from dropnet.server.predictor import Predictor
 
 
 def test_demo_answers_equal_the_in_process_engine(tmp_path: Path) -> None:

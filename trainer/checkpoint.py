@@ -23,8 +23,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from dropnet.errors import RunDirError
-from dropnet.fileio import atomic_write, atomic_write_json
+from dropnet.core.errors import RunDirError
+from dropnet.core.fileio import atomic_write, atomic_write_json
 
 logger = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from dropnet.fileio import atomic_write_json
+from dropnet.core.fileio import atomic_write_json
 from dropnet.fielddocs import field_docs
-from trainer.cli_flags import converter
-from trainer.config import DEVICES, DataConfig
+from dropnet.trainer.cli_flags import converter
+from dropnet.trainer.config import DEVICES, DataConfig
 
 RESULT_FILE = "evaluate.json"
 
@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table and write the JSON result."""
-    from trainer.evaluate import DEFAULT_MC_SAMPLES, evaluate
+    from dropnet.trainer.evaluate import DEFAULT_MC_SAMPLES, evaluate
 
     result = evaluate(
         args.run_dir, data_cfg=requested_data(args), mc_samples=args.mc_samples or DEFAULT_MC_SAMPLES,
@@ -56,7 +56,7 @@ def requested_data(args: argparse.Namespace) -> DataConfig | None:
     """The run's data config with --data/--data-dir applied, or None (the run's own) when neither is given."""
     if args.data is None and args.data_dir is None:
         return None
-    from trainer.rundir import load_config
+    from dropnet.trainer.rundir import load_config
 
     data = load_config(args.run_dir)[0].data
     changes = {"name": args.data, "data_dir": args.data_dir}

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dropnet.fielddocs import field_docs
-from trainer.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+from dropnet.trainer.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "optim": OptimConfig, "data": DataConfig}
 RENAMES = {"data.name": "data"}

@@ -6,9 +6,9 @@ import argparse
 from datetime import datetime
 from pathlib import Path
 
-from dropnet.errors import ConfigError
-from trainer.cli_flags import add_config_flags, apply_flags
-from trainer.config import TrainConfig, list_presets, load_preset
+from dropnet.core.errors import ConfigError
+from dropnet.trainer.cli_flags import add_config_flags, apply_flags
+from dropnet.trainer.config import TrainConfig, list_presets, load_preset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train, then print the best epoch, its val/test error and the run directory."""
-    from trainer.loop import train  # imports torch: only when training
+    from dropnet.trainer.loop import train  # imports torch: only when training
 
     config = requested_config(args)
     run_dir = args.out or Path("runs") / f"{config.preset or 'run'}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -52,7 +52,7 @@ def requested_config(args: argparse.Namespace) -> TrainConfig:
     if args.config:
         base = load_preset(args.config)
     elif args.resume:
-        from trainer.rundir import load_config
+        from dropnet.trainer.rundir import load_config
 
         base, _ = load_config(args.out)
     else:

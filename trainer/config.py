@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from dropnet.errors import ConfigError
+from dropnet.core.errors import ConfigError
 
 FLAVOURS = ("paper", "inverted", "gaussian")
 ACTIVATIONS = ("relu", "sigmoid", "maxout")

@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from dropnet.errors import ConfigError
+from dropnet.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

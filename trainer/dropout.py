@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from trainer.config import FLAVOURS
+from dropnet.trainer.config import FLAVOURS
 
 
 class Dropout(nn.Module):

@@ -20,14 +20,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from dropnet.errors import ConfigError, DataError
-from trainer.config import DataConfig
-from trainer.data import load_dataset
-from trainer.device import resolve_device
-from trainer.dropout import set_mc_sampling
-from trainer.loop import error_rate
-from trainer.models import InputSpec, dropout_layers
-from trainer.rundir import load_run, versions
+from dropnet.core.errors import ConfigError, DataError
+from dropnet.trainer.config import DataConfig
+from dropnet.trainer.data import load_dataset
+from dropnet.trainer.device import resolve_device
+from dropnet.trainer.dropout import set_mc_sampling
+from dropnet.trainer.loop import error_rate
+from dropnet.trainer.models import InputSpec, dropout_layers
+from dropnet.trainer.rundir import load_run, versions
 
 logger = logging.getLogger(__name__)
 

@@ -19,22 +19,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dropnet.errors import ConfigError, RunDirError
-from dropnet.fileio import atomic_write_json
-from trainer.checkpoint import CHECKPOINT_DIR, TrainState, load_checkpoint, save_checkpoint
-from trainer.config import TrainConfig
-from trainer.device import resolve_device
-from trainer.maxnorm import MaxNorm
-from trainer.metrics import Progress, append_record, plot_curves, truncate_records
-from trainer.models import InputSpec, build_model, weight_layers
-from trainer.rundir import (
+from dropnet.core.errors import ConfigError, RunDirError
+from dropnet.core.fileio import atomic_write_json
+from dropnet.trainer.checkpoint import CHECKPOINT_DIR, TrainState, load_checkpoint, save_checkpoint
+from dropnet.trainer.config import TrainConfig
+from dropnet.trainer.device import resolve_device
+from dropnet.trainer.maxnorm import MaxNorm
+from dropnet.trainer.metrics import Progress, append_record, plot_curves, truncate_records
+from dropnet.trainer.models import InputSpec, build_model, weight_layers
+from dropnet.trainer.rundir import (
     CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, cpu_state_dict, load_config, read_config, save_weights, update_config,
     write_config,
 )
-from trainer.schedules import learning_rate, momentum
+from dropnet.trainer.schedules import learning_rate, momentum
 
 if TYPE_CHECKING:
-    from trainer.data import Dataset
+    from dropnet.trainer.data import Dataset
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def train(config: TrainConfig, run_dir: Path, resume: bool = False, dataset: Dat
     if config.bf16 and device.type != "cuda":
         logger.info("bf16 autocast is ignored on %s", device)
     if dataset is None:
-        from trainer.data import load_dataset
+        from dropnet.trainer.data import load_dataset
 
         dataset = load_dataset(config.data, config.seed)
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from dropnet.fileio import atomic_write, atomic_write_bytes
+from dropnet.core.fileio import atomic_write, atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

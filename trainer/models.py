@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dropnet.errors import ConfigError
-from trainer.config import ModelConfig
-from trainer.dropout import Dropout
+from dropnet.core.errors import ConfigError
+from dropnet.trainer.config import ModelConfig
+from dropnet.trainer.dropout import Dropout
 
 
 @dataclass(frozen=True)

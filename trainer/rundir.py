@@ -30,10 +30,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import dropnet
-from dropnet.errors import ConfigError, RunDirError
-from dropnet.fileio import atomic_write, atomic_write_json, read_json
-from trainer.config import TrainConfig
-from trainer.models import InputSpec, build_model
+from dropnet.core.errors import ConfigError, RunDirError
+from dropnet.core.fileio import atomic_write, atomic_write_json, read_json
+from dropnet.trainer.config import TrainConfig
+from dropnet.trainer.models import InputSpec, build_model
 
 RUN_FORMAT = "dropnet-run/1"
 CONFIG_FILE = "config.json"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trainer.config import OptimConfig
+from dropnet.trainer.config import OptimConfig
 
 
 def learning_rate(optim: OptimConfig, epoch: int) -> float:

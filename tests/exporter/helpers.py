@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from tests.factories import make_run_dir
-from trainer.config import ModelConfig
-from trainer.models import InputSpec
-from trainer.rundir import load_run
+from dropnet.trainer.config import ModelConfig
+from dropnet.trainer.models import InputSpec
+from dropnet.trainer.rundir import load_run
 
 CPU = ["CPUExecutionProvider"]
 

@@ -12,11 +12,11 @@ import pytest
 from onnx.reference import ReferenceEvaluator
 from torch import nn
 
-from dropnet.errors import ModelPackageError
-from exporter.graphs import IR_VERSION, OPSET, build_deterministic, verify_model
+from dropnet.core.errors import ModelPackageError
+from dropnet.exporter.graphs import IR_VERSION, OPSET, build_deterministic, verify_model
 from tests.exporter.helpers import network, rows, run, session, torch_logits
-from trainer.config import FLAVOURS
-from trainer.dropout import Dropout
+from dropnet.trainer.config import FLAVOURS
+from dropnet.trainer.dropout import Dropout
 
 TOLERANCE = 1e-5
 NETS = {

@@ -11,10 +11,10 @@ import onnxruntime as ort
 import pytest
 from onnx.reference import ReferenceEvaluator
 
-from exporter.graphs import RNG_SCHEME, build_deterministic, build_mc, verify_model
-from exporter.seeding import row_seeds
+from dropnet.exporter.graphs import RNG_SCHEME, build_deterministic, build_mc, verify_model
+from dropnet.core.seeding import row_seeds
 from tests.exporter.helpers import mc_feeds, network, rows, run, session
-from trainer.config import FLAVOURS
+from dropnet.trainer.config import FLAVOURS
 
 NETS = {
     "mlp-paper": dict(hidden=[24, 16]),

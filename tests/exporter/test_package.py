@@ -16,13 +16,13 @@ import torch
 
 import dropnet
 from dropnet.cli import main
-from dropnet.errors import ModelPackageError
-from exporter import package as package_module
-from exporter.graphs import IR_VERSION, OPSET, RNG_SCHEME
-from exporter.package import export_package
+from dropnet.core.errors import ModelPackageError
+from dropnet.exporter import package as package_module
+from dropnet.exporter.graphs import IR_VERSION, OPSET, RNG_SCHEME
+from dropnet.exporter.package import export_package
 from tests.factories import DIGITS_SPEC, make_run_dir
-from trainer.config import ModelConfig
-from trainer.rundir import load_run, read_config, update_config
+from dropnet.trainer.config import ModelConfig
+from dropnet.trainer.rundir import load_run, read_config, update_config
 
 TINY_MODEL = ModelConfig(hidden=[16, 16])
 

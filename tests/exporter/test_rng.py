@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter.graphs import RNG_SCHEME, build_mc
-from exporter.rng import decision_bits, is_noiseless, keep_threshold, values_per_word
-from exporter.seeding import row_seeds
+from dropnet.exporter.graphs import RNG_SCHEME, build_mc
+from dropnet.exporter.rng import decision_bits, is_noiseless, keep_threshold, values_per_word
+from dropnet.core.seeding import row_seeds
 from tests.exporter.helpers import mc_feeds, network, rows, run, session
 
 SAMPLES, ROWS = 200, 4

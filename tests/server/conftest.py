@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from server.predictor import Predictor
+from dropnet.server.predictor import Predictor
 from tests.factories import make_run_dir
 from tests.server.helpers import MODEL
-from trainer.config import ModelConfig
+from dropnet.trainer.config import ModelConfig
 
 
 @pytest.fixture(scope="session")
 def tiny_package_v2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second package of the tiny MLP with other weights (seed 1), exported as version "2"."""
-    from exporter.package import export_package
+    from dropnet.exporter.package import export_package
 
     run_dir = make_run_dir(tmp_path_factory.mktemp("runs-v2") / "tiny-v2", ModelConfig(hidden=[16, 16]), seed=1)
     return export_package(run_dir, tmp_path_factory.mktemp("packages-v2") / "tiny-v2", name=MODEL, version="2")

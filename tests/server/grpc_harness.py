@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from server.app import GrpcServer
-from server.settings import ServerSettings
+from dropnet.server.app import GrpcServer
+from dropnet.server.settings import ServerSettings
 from tests.server.helpers import MODEL, make_settings
 
 T = TypeVar("T")

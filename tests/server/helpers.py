@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from server.predictor import Predictor
-from server.settings import ServerSettings
+from dropnet.server.predictor import Predictor
+from dropnet.server.settings import ServerSettings
 
 MODEL = "tiny"
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dropnet.errors import DropnetError, ResourceExhaustedError
-from exporter.seeding import row_seeds
-from server.batcher import Batcher, RunSpec, _Request, run_batch
-from server.metrics import ServerMetrics
-from server.predictor import Predictor
+from dropnet.core.errors import DropnetError, ResourceExhaustedError
+from dropnet.core.seeding import row_seeds
+from dropnet.server.batcher import Batcher, RunSpec, _Request, run_batch
+from dropnet.server.metrics import ServerMetrics
+from dropnet.server.predictor import Predictor
 from tests.server.helpers import MODEL, RecordingEngine, assert_outputs_match, digits_rows, make_settings
 
 DET = RunSpec(MODEL, "1", "deterministic")

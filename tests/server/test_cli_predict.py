@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from dropnet.cli import main
-from dropnet.errors import DataError
-from server.input_files import png_geometry, read_png
-from server.predictor import Predictor
+from dropnet.core.errors import DataError
+from dropnet.server.input_files import png_geometry, read_png
+from dropnet.server.predictor import Predictor
 
 Capsys = pytest.CaptureFixture[str]
 

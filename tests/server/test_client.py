@@ -11,9 +11,9 @@ import grpc
 import numpy as np
 import pytest
 
-from dropnet.errors import InvalidInputError
-from server.client import DropnetClient
-from server.predictor import Predictor
+from dropnet.core.errors import InvalidInputError
+from dropnet.server.client import DropnetClient
+from dropnet.server.predictor import Predictor
 from tests.server.grpc_harness import ServerThread, grpc_settings, models_dir_with
 from tests.server.helpers import MODEL, digits_rows
 

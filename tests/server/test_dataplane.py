@@ -13,11 +13,11 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
-from dropnet.errors import ConfigError, InvalidInputError, NotFoundError, ResourceExhaustedError
-from server import providers
-from server.dataplane import DataPlane, InferRequest, InferResult
-from server.predictor import Predictor
-from server.repository import ModelRef
+from dropnet.core.errors import ConfigError, InvalidInputError, NotFoundError, ResourceExhaustedError
+from dropnet.server import providers
+from dropnet.server.dataplane import DataPlane, InferRequest, InferResult
+from dropnet.server.predictor import Predictor
+from dropnet.server.repository import ModelRef
 from tests.server.helpers import MODEL, assert_outputs_match, digits_rows, make_settings
 
 T = TypeVar("T")
@@ -275,7 +275,7 @@ def test_an_unusable_device_fails_start_before_any_package_loads(
     models_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loads: list[Path] = []
-    monkeypatch.setattr("server.repository.Predictor.load", lambda path, *args: loads.append(path))
+    monkeypatch.setattr("dropnet.server.repository.Predictor.load", lambda path, *args: loads.append(path))
     plane = DataPlane(make_settings(models_dir, device="cuda"))
     with pytest.raises(ConfigError, match="device 'cuda' was requested but CUDA is not usable"):
         asyncio.run(plane.start())

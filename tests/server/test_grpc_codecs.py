@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import tritonclient.grpc as tritonclient_grpc
 
-from dropnet.errors import InvalidInputError
-from protos.dropnet.v1 import predictor_pb2 as v1
-from protos.inference import grpc_service_pb2 as oip
-from server import codecs, tensors
-from server.dataplane import InferResult, ModelInfo
-from server.predictor import Predictor
+from dropnet.core.errors import InvalidInputError
+from dropnet.protos.dropnet.v1 import predictor_pb2 as v1
+from dropnet.protos.inference import grpc_service_pb2 as oip
+from dropnet.server import codecs, tensors
+from dropnet.server.dataplane import InferResult, ModelInfo
+from dropnet.server.predictor import Predictor
 
 
 X = np.arange(2 * 1 * 8 * 8, dtype=np.float32).reshape(2, 1, 8, 8) / 8

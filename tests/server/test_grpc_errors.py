@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from dropnet.errors import ModelPackageError
-from protos.dropnet.v1 import predictor_pb2 as v1
-from protos.dropnet.v1 import predictor_pb2_grpc as v1_grpc
-from protos.inference import grpc_service_pb2 as oip
-from protos.inference import grpc_service_pb2_grpc as oip_grpc
-from server.grpc_errors import INTERNAL_MESSAGE
-from server.predictor import Predictor
+from dropnet.core.errors import ModelPackageError
+from dropnet.protos.dropnet.v1 import predictor_pb2 as v1
+from dropnet.protos.dropnet.v1 import predictor_pb2_grpc as v1_grpc
+from dropnet.protos.inference import grpc_service_pb2 as oip
+from dropnet.protos.inference import grpc_service_pb2_grpc as oip_grpc
+from dropnet.server.grpc_errors import INTERNAL_MESSAGE
+from dropnet.server.predictor import Predictor
 from tests.server.grpc_harness import ServerThread, grpc_settings, models_dir_with, wait_until
 from tests.server.helpers import MODEL, digits_rows
 
@@ -190,7 +190,7 @@ def gated(monkeypatch: pytest.MonkeyPatch) -> list[GatedPredictor]:
         loaded.append(GatedPredictor(real_load(*args, **kwargs)))
         return loaded[-1]
 
-    monkeypatch.setattr("server.repository.Predictor.load", load)
+    monkeypatch.setattr("dropnet.server.repository.Predictor.load", load)
     return loaded
 
 
@@ -202,11 +202,11 @@ def test_unexpected_errors_are_internal_with_a_generic_message(
 ) -> None:
     with ServerThread(grpc_settings(models_dir)) as server, server.channel() as channel:
         gated[0].failure = failure
-        with caplog.at_level(logging.ERROR, logger="server.grpc_errors"):
+        with caplog.at_level(logging.ERROR, logger="dropnet.server.grpc_errors"):
             code, details = _code_and_details(oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer, _raw_request(ROWS))
             v1_code, v1_details = _code_and_details(v1_grpc.PredictorStub(channel).Predict, _predict(ROWS))
     assert (code, details) == (v1_code, v1_details) == (grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
-    logged = [r for r in caplog.records if r.name == "server.grpc_errors"]
+    logged = [r for r in caplog.records if r.name == "dropnet.server.grpc_errors"]
     assert len(logged) == 2 and all(r.exc_info[1] is failure for r in logged)
 
 

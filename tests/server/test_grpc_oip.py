@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tritonclient.grpc as tc
 
-from protos.inference import grpc_service_pb2 as oip
-from protos.inference import grpc_service_pb2_grpc as oip_grpc
-from server.predictor import Predictor
+from dropnet.protos.inference import grpc_service_pb2 as oip
+from dropnet.protos.inference import grpc_service_pb2_grpc as oip_grpc
+from dropnet.server.predictor import Predictor
 from tests.server.grpc_harness import ServerThread, grpc_settings, models_dir_with
 from tests.server.helpers import MODEL, digits_rows
 

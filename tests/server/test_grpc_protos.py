@@ -8,10 +8,10 @@ import pytest
 import tritonclient.grpc as tritonclient_grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 
-from protos import generate
-from protos.dropnet.v1 import predictor_pb2 as v1
-from protos.inference import grpc_service_pb2 as oip
-from server.dataplane import OUTPUT_NAMES
+from dropnet.protos import generate
+from dropnet.protos.dropnet.v1 import predictor_pb2 as v1
+from dropnet.protos.inference import grpc_service_pb2 as oip
+from dropnet.server.dataplane import OUTPUT_NAMES
 
 triton = tritonclient_grpc.service_pb2
 
@@ -22,7 +22,7 @@ def test_committed_modules_match_a_fresh_generation(tmp_path: Path) -> None:
     for path in written:
         rel = path.relative_to(tmp_path)
         committed = generate.PROTOS_DIR / rel
-        assert committed.read_text() == path.read_text(), f"{committed} is stale: run python -m protos.generate"
+        assert committed.read_text() == path.read_text(), f"{committed} is stale: run python -m dropnet.protos.generate"
 
 
 def _proto(descriptor) -> descriptor_pb2.DescriptorProto:

@@ -25,15 +25,15 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from dropnet.cli import main
-from dropnet.errors import ConfigError, ResourceExhaustedError
-from protos.inference import grpc_service_pb2 as oip
-from protos.inference import grpc_service_pb2_grpc as oip_grpc
+from dropnet.core.errors import ConfigError, ResourceExhaustedError
+from dropnet.protos.inference import grpc_service_pb2 as oip
+from dropnet.protos.inference import grpc_service_pb2_grpc as oip_grpc
 from dropnet.fielddocs import field_docs
-from server import providers
-from server.app import HEALTH_NAMES, INFERENCE_SERVICE, PREDICTOR_SERVICE, GrpcServer
-from server.cli_serve import StopSignals, add_arguments, settings_from_args
-from server.dataplane import InferRequest
-from server.settings import ServerSettings
+from dropnet.server import providers
+from dropnet.server.app import HEALTH_NAMES, INFERENCE_SERVICE, PREDICTOR_SERVICE, GrpcServer
+from dropnet.server.cli_serve import StopSignals, add_arguments, settings_from_args
+from dropnet.server.dataplane import InferRequest
+from dropnet.server.settings import ServerSettings
 from tests.server.grpc_harness import ServerThread, grpc_settings, models_dir_with, wait_until
 from tests.server.helpers import MODEL, digits_rows
 
@@ -195,7 +195,7 @@ def test_a_second_stop_signal_forces_an_exit_with_128_plus_its_number() -> None:
 BLOCKED_LOAD = """
 import sys
 from dropnet.cli import main
-from server.predictor import Predictor
+from dropnet.server.predictor import Predictor
 
 real_load = Predictor.load
 

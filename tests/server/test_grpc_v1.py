@@ -10,10 +10,10 @@ import grpc
 import numpy as np
 import pytest
 
-from protos.dropnet.v1 import predictor_pb2 as v1
-from protos.dropnet.v1 import predictor_pb2_grpc as v1_grpc
-from server.tensors import decode_tensor
-from server.predictor import Predictor
+from dropnet.protos.dropnet.v1 import predictor_pb2 as v1
+from dropnet.protos.dropnet.v1 import predictor_pb2_grpc as v1_grpc
+from dropnet.server.tensors import decode_tensor
+from dropnet.server.predictor import Predictor
 from tests.server.grpc_harness import ServerThread, grpc_settings, models_dir_with
 from tests.server.helpers import MODEL, digits_rows
 

@@ -7,8 +7,8 @@ import urllib.request
 
 import pytest
 
-from dropnet.errors import ConfigError
-from server.metrics import ServerMetrics
+from dropnet.core.errors import ConfigError
+from dropnet.server.metrics import ServerMetrics
 
 
 def scrape(port: int) -> str:

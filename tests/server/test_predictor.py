@@ -17,13 +17,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from dropnet.errors import ConfigError, InvalidInputError, ModelPackageError
-from exporter.manifest import data_digest
-from exporter.seeding import row_seeds
-from server import providers
-from server.predictor import Predictor
+from dropnet.core.errors import ConfigError, InvalidInputError, ModelPackageError
+from dropnet.core.manifest import data_digest
+from dropnet.core.seeding import row_seeds
+from dropnet.server import providers
+from dropnet.server.predictor import Predictor
 from tests.factories import make_package
-from trainer.rundir import load_run
+from dropnet.trainer.rundir import load_run
 
 REPO = Path(__file__).resolve().parents[2]
 ORT_LOG_LINE = ":onnxruntime:"  # onnxruntime's own log lines look like "[E:onnxruntime:Default, ...]"

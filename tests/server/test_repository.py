@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dropnet.errors import ConfigError, NotFoundError
-from exporter.manifest import DETERMINISTIC_FILE, MANIFEST_FILE, MC_FILE, data_digest
-from server.predictor import Predictor
-from server.repository import MAX_CONCURRENT_LOADS, ModelRef, ModelRepository, version_key
+from dropnet.core.errors import ConfigError, NotFoundError
+from dropnet.core.manifest import DETERMINISTIC_FILE, MANIFEST_FILE, MC_FILE, data_digest
+from dropnet.server.predictor import Predictor
+from dropnet.server.repository import MAX_CONCURRENT_LOADS, ModelRef, ModelRepository, version_key
 from tests.server.helpers import MODEL, digits_rows, make_settings
 
 X = digits_rows(2, seed=7)
@@ -154,7 +154,7 @@ def test_broken_package_is_rejected_and_the_old_one_keeps_serving(
     before = probabilities(repository)
     replace_package(models_dir / MODEL / "1", tiny_package_v2)
     breakage(models_dir / MODEL / "1")
-    with caplog.at_level(logging.WARNING, logger="server.repository"):
+    with caplog.at_level(logging.WARNING, logger="dropnet.server.repository"):
         rescan(repository)
         rescan(repository)  # unchanged files are not retried
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

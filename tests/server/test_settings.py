@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from dropnet.errors import ConfigError
-from server.settings import ServerSettings
+from dropnet.core.errors import ConfigError
+from dropnet.server.settings import ServerSettings
 
 MODELS = Path("models")
 

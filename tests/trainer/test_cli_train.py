@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from dropnet.cli import build_parser, main
-from trainer.cli_train import requested_config
-from trainer.data import load_dataset
-from trainer.loop import error_rate
-from trainer.rundir import load_run, read_config
+from dropnet.trainer.cli_train import requested_config
+from dropnet.trainer.data import load_dataset
+from dropnet.trainer.loop import error_rate
+from dropnet.trainer.rundir import load_run, read_config
 
 FAST = ["--data", "digits", "--hidden", "256,256", "--lr", "1.0", "--device", "cpu"]
 

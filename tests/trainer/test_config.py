@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from dropnet.cli import main
-from dropnet.errors import ConfigError
-from trainer.config import ModelConfig, TrainConfig, load_preset
+from dropnet.core.errors import ConfigError
+from dropnet.trainer.config import ModelConfig, TrainConfig, load_preset
 
 WRONG_TYPES = [
     ("model:\n  hidden: 512\n", "model.hidden must be a list of int, got 512"),

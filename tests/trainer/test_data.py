@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits as sklearn_digits
 
-from dropnet.errors import ConfigError, DataError
-from trainer.config import DataConfig
-from trainer.data import Dataset, load_dataset
-from trainer.data import mnist
-from trainer.data.download import download, ensure_cached, fetch_url
-from trainer.data.splits import stratified_holdout
+from dropnet.core.errors import ConfigError, DataError
+from dropnet.trainer.config import DataConfig
+from dropnet.trainer.data import Dataset, load_dataset
+from dropnet.trainer.data import mnist
+from dropnet.trainer.data.download import download, ensure_cached, fetch_url
+from dropnet.trainer.data.splits import stratified_holdout
 
 MNIST_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dropnet.errors import ConfigError
-from trainer.device import cuda_usable, resolve_device
+from dropnet.core.errors import ConfigError
+from dropnet.trainer.device import cuda_usable, resolve_device
 
 
 def test_cpu_is_always_cpu() -> None:

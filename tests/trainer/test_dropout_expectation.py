@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from trainer.config import FLAVOURS, ModelConfig
-from trainer.dropout import Dropout
-from trainer.models import InputSpec, build_model
+from dropnet.trainer.config import FLAVOURS, ModelConfig
+from dropnet.trainer.dropout import Dropout
+from dropnet.trainer.models import InputSpec, build_model
 
 N_MASKS = 4000
 SPEC = InputSpec(

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from dropnet.cli import main
-from dropnet.errors import ConfigError, DataError, RunDirError
+from dropnet.core.errors import ConfigError, DataError, RunDirError
 from tests.factories import make_run_dir
-from trainer.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
-from trainer.evaluate import DEFAULT_MC_SAMPLES, EVALUATE_FORMAT, evaluate
-from trainer.loop import train
+from dropnet.trainer.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+from dropnet.trainer.evaluate import DEFAULT_MC_SAMPLES, EVALUATE_FORMAT, evaluate
+from dropnet.trainer.loop import train
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_same_seed_reproduces_and_other_seeds_draw_other_masks(trained_run: Path
 
 
 def test_error_at_k_uses_the_first_k_samples_of_one_sequence(trained_run: Path, monkeypatch) -> None:
-    monkeypatch.setattr("trainer.evaluate.MC_CHUNK", 100)  # several chunks, the last one partial
+    monkeypatch.setattr("dropnet.trainer.evaluate.MC_CHUNK", 100)  # several chunks, the last one partial
     alone = evaluate(trained_run, mc_samples=(5,), seed=3, device="cpu")
     listed = evaluate(trained_run, mc_samples=(20, 1, 5), seed=3, device="cpu")
     assert [entry["k"] for entry in listed["mc"]] == [1, 5, 20]
@@ -79,7 +79,7 @@ def test_error_at_k_uses_the_first_k_samples_of_one_sequence(trained_run: Path, 
 
 
 def test_without_dropout_mc_equals_weight_scaling_exactly(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("trainer.evaluate.MC_CHUNK", 64)  # several chunks, the last one partial
+    monkeypatch.setattr("dropnet.trainer.evaluate.MC_CHUNK", 64)  # several chunks, the last one partial
     # batch norm with random running statistics: MC must keep it in eval mode to agree
     model = ModelConfig(hidden=[16, 16], retain=[1.0, 1.0, 1.0], batch_norm=True)
     run_dir = make_run_dir(tmp_path / "run", model)

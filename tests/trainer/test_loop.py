@@ -9,11 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import trainer.loop
-from dropnet.errors import ConfigError, RunDirError
-from trainer.config import DataConfig, TrainConfig
-from trainer.loop import error_rate, train
-from trainer.rundir import cpu_state_dict, load_run, read_config
+import dropnet.trainer.loop
+from dropnet.core.errors import ConfigError, RunDirError
+from dropnet.trainer.config import DataConfig, TrainConfig
+from dropnet.trainer.loop import error_rate, train
+from dropnet.trainer.rundir import cpu_state_dict, load_run, read_config
 
 
 def _config(epochs: int = 2, seed: int = 0, **model: object) -> TrainConfig:
@@ -57,18 +57,18 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(digits, tmp_path) ->
 
 def test_a_run_killed_before_its_checkpoint_loses_one_epoch_and_then_matches(digits, tmp_path, monkeypatch) -> None:
     train(_config(epochs=3), tmp_path / "straight", dataset=digits)
-    real_save = trainer.loop.save_checkpoint
+    real_save = dropnet.trainer.loop.save_checkpoint
 
     def killed_after_two_epochs(run_dir, model, weights, optimizer, shuffle, state) -> None:
         if state.epochs_done == 2:
             raise KeyboardInterrupt  # after epoch 2's metrics line, before its checkpoint
         real_save(run_dir, model, weights, optimizer, shuffle, state)
 
-    monkeypatch.setattr(trainer.loop, "save_checkpoint", killed_after_two_epochs)
+    monkeypatch.setattr(dropnet.trainer.loop, "save_checkpoint", killed_after_two_epochs)
     with pytest.raises(KeyboardInterrupt):
         train(_config(epochs=3), tmp_path / "killed", dataset=digits)
     assert len(_records(tmp_path / "killed")) == 2
-    monkeypatch.setattr(trainer.loop, "save_checkpoint", real_save)
+    monkeypatch.setattr(dropnet.trainer.loop, "save_checkpoint", real_save)
     train(_config(epochs=3), tmp_path / "killed", resume=True, dataset=digits)
     assert _without_seconds(_records(tmp_path / "killed")) == _without_seconds(_records(tmp_path / "straight"))
 
@@ -107,7 +107,7 @@ def test_best_validation_epoch_weights_are_kept(digits, tmp_path) -> None:
 
 
 def test_without_validation_split_the_last_epoch_is_kept(tmp_path) -> None:
-    from trainer.data import load_dataset
+    from dropnet.trainer.data import load_dataset
 
     dataset = load_dataset(DataConfig(name="digits", val_size=0), seed=0)
     final = train(_config(epochs=2), tmp_path / "run", dataset=dataset)
@@ -150,7 +150,7 @@ def test_a_trailing_batch_of_one_is_skipped_so_batch_norm_can_train(digits, tmp_
 
 
 def test_resume_with_different_data_is_refused(digits, tmp_path) -> None:
-    from trainer.data import load_dataset
+    from dropnet.trainer.data import load_dataset
 
     train(_config(epochs=1), tmp_path / "run", dataset=digits)
     other = load_dataset(DataConfig(name="digits", val_size=0), seed=0)  # other train split, other mean/std
@@ -160,7 +160,7 @@ def test_resume_with_different_data_is_refused(digits, tmp_path) -> None:
 
 def _no_val_digits():
     """Digits without a validation split: every epoch is the best so far, so every epoch writes weights."""
-    from trainer.data import load_dataset
+    from dropnet.trainer.data import load_dataset
 
     return load_dataset(DataConfig(name="digits", val_size=0), seed=0)
 
@@ -180,7 +180,7 @@ def test_best_weights_follow_the_checkpoint_commit_and_resume_repairs_a_crash_in
 ) -> None:
     dataset = _no_val_digits()
     train(_config(epochs=2), tmp_path / "straight", dataset=dataset)
-    real_save = trainer.loop.save_weights
+    real_save = dropnet.trainer.loop.save_weights
     committed_at_write: list[dict] = []
 
     def killed_writing_epoch_two(path, weights) -> None:
@@ -190,14 +190,14 @@ def test_best_weights_follow_the_checkpoint_commit_and_resume_repairs_a_crash_in
             raise KeyboardInterrupt  # after epoch 2's checkpoint commit, before its best weights
         real_save(path, weights)
 
-    monkeypatch.setattr(trainer.loop, "save_weights", killed_writing_epoch_two)
+    monkeypatch.setattr(dropnet.trainer.loop, "save_weights", killed_writing_epoch_two)
     with pytest.raises(KeyboardInterrupt):
         train(_config(epochs=2), tmp_path / "killed", dataset=dataset)
     assert committed_at_write == [{"epochs_done": 1, "best_epoch": 1}, {"epochs_done": 2, "best_epoch": 2}]
     weights_file = tmp_path / "killed" / "model.safetensors"
     assert not _same_tensors(load_file(str(weights_file)), _checkpoint_weights(tmp_path / "killed"))  # epoch 1's
 
-    monkeypatch.setattr(trainer.loop, "save_weights", real_save)
+    monkeypatch.setattr(dropnet.trainer.loop, "save_weights", real_save)
     train(_config(epochs=2), tmp_path / "killed", resume=True, dataset=dataset)
     assert _same_tensors(load_file(str(weights_file)), _checkpoint_weights(tmp_path / "killed"))
     assert _same_tensors(load_file(str(weights_file)), load_file(str(tmp_path / "straight" / "model.safetensors")))
@@ -210,7 +210,7 @@ def test_an_improving_epoch_copies_the_weights_off_the_device_once(tmp_path, mon
         calls.append(1)
         return cpu_state_dict(model)
 
-    monkeypatch.setattr(trainer.loop, "cpu_state_dict", counted)
+    monkeypatch.setattr(dropnet.trainer.loop, "cpu_state_dict", counted)
     train(_config(epochs=2), tmp_path / "run", dataset=_no_val_digits())
     assert len(calls) == 2
     assert _same_tensors(load_file(str(tmp_path / "run" / "model.safetensors")), _checkpoint_weights(tmp_path / "run"))

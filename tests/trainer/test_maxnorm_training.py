@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-import trainer.loop
-from trainer.config import TrainConfig
-from trainer.maxnorm import MaxNorm
-from trainer.loop import train
+import dropnet.trainer.loop
+from dropnet.trainer.config import TrainConfig
+from dropnet.trainer.maxnorm import MaxNorm
+from dropnet.trainer.loop import train
 
 C = 0.5
 
@@ -32,7 +32,7 @@ def test_every_step_leaves_every_unit_inside_the_ball(arch: str, digits, tmp_pat
                 assert c == C
                 assert (_unit_norms(weight) <= c * (1 + 1e-6)).all()
 
-    monkeypatch.setattr(trainer.loop, "MaxNorm", CheckedMaxNorm)
+    monkeypatch.setattr(dropnet.trainer.loop, "MaxNorm", CheckedMaxNorm)
     config = TrainConfig(device="cpu")
     config.model.arch, config.model.hidden, config.model.max_norm = arch, [16], C
     config.model.conv_channels, config.model.conv_kernel = [4], 3

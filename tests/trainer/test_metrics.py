@@ -7,9 +7,9 @@ import json
 import logging
 import sys
 
-from trainer.config import TrainConfig
-from trainer.loop import train
-from trainer.metrics import Progress, append_record, read_records, truncate_records
+from dropnet.trainer.config import TrainConfig
+from dropnet.trainer.loop import train
+from dropnet.trainer.metrics import Progress, append_record, read_records, truncate_records
 
 
 class FakeTTY(io.StringIO):
@@ -38,7 +38,7 @@ def test_progress_logs_one_line_per_epoch_when_not_a_tty(caplog) -> None:
     stream = io.StringIO()
     progress = Progress(epochs=5, steps_per_epoch=120, stream=stream)
     assert progress.every == 0
-    with caplog.at_level(logging.INFO, logger="trainer.metrics"):
+    with caplog.at_level(logging.INFO, logger="dropnet.trainer.metrics"):
         progress.epoch_done(_record(2))
     assert stream.getvalue() == ""
     assert caplog.messages == [

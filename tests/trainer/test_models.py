@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from dropnet.cli import main
-from dropnet.errors import ConfigError, RunDirError
+from dropnet.core.errors import ConfigError, RunDirError
 from tests.factories import DIGITS_SPEC
-from trainer.config import ModelConfig, TrainConfig
-from trainer.models import InputSpec, build_model, weight_layers
-from trainer.rundir import load_run, write_config
+from dropnet.trainer.config import ModelConfig, TrainConfig
+from dropnet.trainer.models import InputSpec, build_model, weight_layers
+from dropnet.trainer.rundir import load_run, write_config
 
 FLAT_SPEC = InputSpec((784,), 10, 33.4, 78.7, (0.0, 255.0), tuple("0123456789"))
 

@@ -3,8 +3,8 @@
 import pytest
 
 from tests.factories import DIGITS_SPEC
-from trainer.config import load_preset, list_presets
-from trainer.models import InputSpec, build_model, dropout_layers, weight_layers
+from dropnet.trainer.config import load_preset, list_presets
+from dropnet.trainer.models import InputSpec, build_model, dropout_layers, weight_layers
 
 MNIST_SPEC = InputSpec((1, 28, 28), 10, 33.4, 78.7, (0.0, 255.0), tuple("0123456789"))
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from dropnet.errors import RunDirError
+from dropnet.core.errors import RunDirError
 from tests.factories import DIGITS_SPEC
-from trainer.config import ModelConfig, TrainConfig
-from trainer.rundir import load_config, read_config, write_config
+from dropnet.trainer.config import ModelConfig, TrainConfig
+from dropnet.trainer.rundir import load_config, read_config, write_config
 
 
 def _run_dir(tmp_path: Path) -> Path:

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from trainer.config import OptimConfig, TrainConfig
-from trainer.loop import train
-from trainer.rundir import load_run
-from trainer.schedules import learning_rate, momentum
+from dropnet.trainer.config import OptimConfig, TrainConfig
+from dropnet.trainer.loop import train
+from dropnet.trainer.rundir import load_run
+from dropnet.trainer.schedules import learning_rate, momentum
 
 
 @pytest.mark.parametrize(

@@ -13,20 +13,20 @@ Sources (``DataConfig.name``):
   column, optional header row) — labels are non-negative integers; splits as for digits.
 
 Values stay raw (float32); the network standardises them with the train split's scalar mean/std,
-recorded in ``Dataset.spec``. Bad input raises :class:`dropnet.errors.DataError`.
+recorded in ``Dataset.spec``. Bad input raises :class:`dropnet.core.errors.DataError`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from dropnet.errors import DataError
-from trainer.config import DataConfig, check_seed
-from trainer.data.dataset import Dataset, Split
-from trainer.data.digits import load_digits
-from trainer.data.mnist import load_mnist
-from trainer.data.sources import SourceFile
-from trainer.data.userfile import SUFFIXES, load_user_file
+from dropnet.core.errors import DataError
+from dropnet.trainer.config import DataConfig, check_seed
+from dropnet.trainer.data.dataset import Dataset, Split
+from dropnet.trainer.data.digits import load_digits
+from dropnet.trainer.data.mnist import load_mnist
+from dropnet.trainer.data.sources import SourceFile
+from dropnet.trainer.data.userfile import SUFFIXES, load_user_file
 
 __all__ = ["Dataset", "SourceFile", "Split", "load_dataset"]
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from dropnet.errors import DataError
-from trainer.data.sources import SourceFile
-from trainer.models import InputSpec
+from dropnet.core.errors import DataError
+from dropnet.trainer.data.sources import SourceFile
+from dropnet.trainer.models import InputSpec
 
 _CHUNK_VALUES = 1 << 20
 """Values per chunk when measuring mean/std in float64 without a full-size float64 copy."""

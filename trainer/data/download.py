@@ -8,9 +8,9 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from dropnet.errors import DataError
-from dropnet.fileio import atomic_write_bytes
-from trainer.data.sources import sha256_hex
+from dropnet.core.errors import DataError
+from dropnet.core.fileio import atomic_write_bytes
+from dropnet.trainer.data.sources import sha256_hex
 
 log = logging.getLogger(__name__)
 

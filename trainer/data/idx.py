@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dropnet.errors import DataError
+from dropnet.core.errors import DataError
 
 IMAGES_MAGIC = 2051
 """uint8 elements, 3 dimensions: count, rows, columns."""

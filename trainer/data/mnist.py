@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dropnet.errors import DataError
-from trainer.data.dataset import Dataset, Split, make_dataset
-from trainer.data.download import Fetch, ensure_cached, fetch_url
-from trainer.data.idx import IMAGES_MAGIC, LABELS_MAGIC, gunzip, parse_idx
-from trainer.data.sources import SourceFile, read_source
-from trainer.data.splits import tail_split
+from dropnet.core.errors import DataError
+from dropnet.trainer.data.dataset import Dataset, Split, make_dataset
+from dropnet.trainer.data.download import Fetch, ensure_cached, fetch_url
+from dropnet.trainer.data.idx import IMAGES_MAGIC, LABELS_MAGIC, gunzip, parse_idx
+from dropnet.trainer.data.sources import SourceFile, read_source
+from dropnet.trainer.data.splits import tail_split
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from dropnet.errors import DataError
+from dropnet.core.errors import DataError
 
 
 @dataclass(frozen=True)

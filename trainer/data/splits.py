@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from dropnet.errors import ConfigError, DataError
-from trainer.data.dataset import Split
+from dropnet.core.errors import ConfigError, DataError
+from dropnet.trainer.data.dataset import Split
 
 VAL_DIVISOR = 6
 """Without ``val_size``, 1/VAL_DIVISOR of the non-test examples (rounded down) validate."""

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dropnet.errors import DataError
-from trainer.data.dataset import Dataset, make_dataset
-from trainer.data.sources import read_source
-from trainer.data.splits import holdout_splits
+from dropnet.core.errors import DataError
+from dropnet.trainer.data.dataset import Dataset, make_dataset
+from dropnet.trainer.data.sources import read_source
+from dropnet.trainer.data.splits import holdout_splits
 
 log = logging.getLogger(__name__)
 

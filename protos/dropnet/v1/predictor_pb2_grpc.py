@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos.dropnet.v1 import predictor_pb2 as dropnet_dot_v1_dot_predictor__pb2
+from dropnet.protos.dropnet.v1 import predictor_pb2 as dropnet_dot_v1_dot_predictor__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from dropnet.errors import InvalidInputError
-from exporter.seeding import row_seeds
+from dropnet.core.errors import InvalidInputError
+from dropnet.core.seeding import row_seeds
 
 
 def test_row_b_gets_the_seed_xor_b_shifted_by_32() -> None:
@@ -43,6 +43,6 @@ def test_bad_row_counts_are_refused(rows: object) -> None:
 
 
 def test_imports_neither_torch_nor_onnx() -> None:
-    code = "import sys, exporter.seeding; print(sorted(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))"
+    code = "import sys, dropnet.core.seeding; print(sorted(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

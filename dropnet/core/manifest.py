@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any
 
-from dropnet.errors import ModelPackageError
+from dropnet.core.errors import ModelPackageError
 
 FORMAT = "dropnet-model/1"
 MANIFEST_FILE = "manifest.json"

@@ -1,4 +1,4 @@
-"""``dropnet.fileio``: atomic writes are durable (file synced before the rename, directory after it)."""
+"""``dropnet.core.fileio``: atomic writes are durable (file synced before the rename, directory after it)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dropnet import fileio
-from dropnet.fileio import atomic_write_bytes, fsync_tree
+from dropnet.core import fileio
+from dropnet.core.fileio import atomic_write_bytes, fsync_tree
 
 
 def _record_syncs(monkeypatch: pytest.MonkeyPatch, fail_directories_with: int | None = None) -> list[tuple]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dropnet.errors import InvalidInputError
+from dropnet.core.errors import InvalidInputError
 
 ROW_SHIFT = 32
 """Row b's seed is the batch's seed XOR (b << ROW_SHIFT)."""
