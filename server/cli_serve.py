@@ -1,11 +1,12 @@
 """``dropnet serve``: serve a models directory over gRPC until SIGTERM or SIGINT.
 
-One flag per :class:`ServerSettings` field, with the field's docstring as its help; a value out of
-range is a ConfigError (exit 2). On SIGTERM or SIGINT the server stops accepting requests, finishes
-those in flight (``--grace`` seconds at most) and exits 0; a signal that arrives while the models
-are still loading stops the loading and exits 0 as well. A second SIGTERM or SIGINT before the
-stop is done exits at once, dropping whatever is in flight, with code 128 + the signal number
-(143 for SIGTERM, 130 for SIGINT). Heavy imports (grpc, onnxruntime) happen in :func:`run` only.
+One flag per :class:`ServerSettings` field (:mod:`dropnet.settings_flags`), with the field's
+docstring as its help; a value out of range is a ConfigError (exit 2). On SIGTERM or SIGINT the
+server stops accepting requests, finishes those in flight (``--grace`` seconds at most) and exits 0;
+a signal that arrives while the models are still loading stops the loading and exits 0 as well. A
+second SIGTERM or SIGINT before the stop is done exits at once, dropping whatever is in flight, with
+code 128 + the signal number (143 for SIGTERM, 130 for SIGINT). Heavy imports (grpc, onnxruntime)
+happen in :func:`run` only.
 """
 
 from __future__ import annotations
@@ -13,61 +14,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import signal
-import types
-import typing
 from collections.abc import Callable
-from typing import Any
 
-from dropnet.fielddocs import field_docs
 from dropnet.server.settings import ServerSettings
+from dropnet.settings_flags import add_flags, given_values
 
 log = logging.getLogger(__name__)
 
-FLAG_NAMES = {
-    "models_dir": "--models",
-    "batching": "--no-batching",
-    "reload_interval_s": "--reload-interval",
-    "shutdown_grace_s": "--grace",
-}
+FLAG_NAMES = {"models_dir": "--models", "reload_interval_s": "--reload-interval", "shutdown_grace_s": "--grace"}
 """Flags not spelled like their field (``--field-name``)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per ServerSettings field."""
-    docs = field_docs(ServerSettings)
-    hints = typing.get_type_hints(ServerSettings)
-    for field in dataclasses.fields(ServerSettings):
-        flag = FLAG_NAMES.get(field.name, "--" + field.name.replace("_", "-"))
-        kind = _value_type(hints[field.name])
-        help_text = docs.get(field.name, "")
-        if kind is bool:
-            negated = flag.startswith("--no-")
-            parser.add_argument(
-                flag, dest=field.name, action="store_false" if negated else "store_true",
-                help=f"turn off {field.name}: {help_text}" if negated else help_text,
-            )
-        elif field.default is dataclasses.MISSING:
-            parser.add_argument(flag, dest=field.name, type=kind, required=True, metavar="DIR", help=help_text)
-        else:
-            parser.add_argument(
-                flag, dest=field.name, type=kind, default=field.default, help=f"{help_text} (default: %(default)s)"
-            )
-
-
-def _value_type(hint: Any) -> type:
-    """The type a flag's value is parsed as: ``int | None`` → int."""
-    if isinstance(hint, types.UnionType):
-        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-    return hint
+    add_flags(parser, ServerSettings, name="server", renames=FLAG_NAMES)
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
-    """The ServerSettings the parsed flags describe."""
-    return ServerSettings(**{field.name: getattr(args, field.name) for field in dataclasses.fields(ServerSettings)})
+    """The ServerSettings the parsed flags describe (the fields' defaults for the flags not given)."""
+    return ServerSettings.from_dict(given_values(args))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from dropnet.core.devices import check_device
 from dropnet.core.errors import ConfigError
-from dropnet.server.settings import DEVICES
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +92,7 @@ def _probe_cuda() -> tuple[bool, str]:
 
 def choose_provider(device: str) -> str:
     """The execution provider for ``device`` ("auto", "cpu" or "cuda"); "cuda" fails if CUDA is unusable."""
-    if device not in DEVICES:
-        raise ConfigError(f"device must be one of {list(DEVICES)}, got {device!r}")
-    if device == "cpu":
+    if check_device(device) == "cpu":
         return CPU
     usable, reason = cuda_status()
     if usable:

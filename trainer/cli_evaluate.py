@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 from typing import Any
 
+from dropnet.core.devices import DEVICES
 from dropnet.core.fileio import atomic_write_json
-from dropnet.fielddocs import field_docs
-from dropnet.trainer.cli_flags import converter
-from dropnet.trainer.config import DEVICES, DataConfig
+from dropnet.settings_flags import converter
+from dropnet.trainer.config import DataConfig
 
 RESULT_FILE = "evaluate.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register RUN_DIR and the evaluation flags."""
-    data_docs = field_docs(DataConfig)
+    data_docs = {name: field.description for name, field in DataConfig.model_fields.items()}
     parse_counts, counts_metavar = converter(list[int])
     parser.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="run directory (from `dropnet train`)")
     parser.add_argument(
@@ -60,7 +59,7 @@ def requested_data(args: argparse.Namespace) -> DataConfig | None:
 
     data = load_config(args.run_dir)[0].data
     changes = {"name": args.data, "data_dir": args.data_dir}
-    return dataclasses.replace(data, **{k: v for k, v in changes.items() if v is not None})
+    return DataConfig.from_dict({**data.to_dict(), **{k: v for k, v in changes.items() if v is not None}})
 
 
 def format_table(result: dict[str, Any]) -> str:

@@ -7,8 +7,11 @@ from datetime import datetime
 from pathlib import Path
 
 from dropnet.core.errors import ConfigError
-from dropnet.trainer.cli_flags import add_config_flags, apply_flags
+from dropnet.settings_flags import add_flags, given_values, merged
 from dropnet.trainer.config import TrainConfig, list_presets, load_preset
+
+RENAMES = {"data.name": "--data"}
+"""Flags not spelled like their field."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="continue the run in --out from its last completed epoch, with the run's own config "
         "(only --epochs and --device may change)",
     )
-    add_config_flags(parser)
+    add_flags(parser, TrainConfig, name="run", note=" (override the preset)", renames=RENAMES)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,4 +60,4 @@ def requested_config(args: argparse.Namespace) -> TrainConfig:
         base, _ = load_config(args.out)
     else:
         base = TrainConfig()
-    return apply_flags(base, args)
+    return TrainConfig.from_dict(merged(base.to_dict(), given_values(args)))

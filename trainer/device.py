@@ -6,6 +6,7 @@ import logging
 
 import torch
 
+from dropnet.core.devices import check_device
 from dropnet.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -24,15 +25,13 @@ def cuda_usable() -> bool:
 
 def resolve_device(name: str) -> torch.device:
     """Map "auto", "cpu" or "cuda" to a device; "cuda" that does not work is a :class:`ConfigError`."""
-    if name == "cpu":
+    if check_device(name) == "cpu":
         return torch.device("cpu")
     if name == "auto":
         return torch.device("cuda" if cuda_usable() else "cpu")
-    if name == "cuda":
-        if not cuda_usable():
-            raise ConfigError(
-                "device 'cuda' was requested but CUDA is not usable here (no GPU, no CUDA build of "
-                "torch, or a tiny test computation failed); use --device cpu or --device auto"
-            )
-        return torch.device("cuda")
-    raise ConfigError(f"device must be one of ['auto', 'cpu', 'cuda'], got {name!r}")
+    if not cuda_usable():
+        raise ConfigError(
+            "device 'cuda' was requested but CUDA is not usable here (no GPU, no CUDA build of "
+            "torch, or a tiny test computation failed); use --device cpu or --device auto"
+        )
+    return torch.device("cuda")

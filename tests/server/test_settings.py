@@ -18,25 +18,45 @@ MODELS = Path("models")
     ("field", "value", "message"),
     [
         ("device", "tpu", r"device must be one of \['auto', 'cpu', 'cuda'\], got 'tpu'"),
-        ("port", -1, r"port must be an integer in 0\.\.65535, got -1"),
-        ("port", 65536, r"port must be an integer in 0\.\.65535, got 65536"),
-        ("port", True, r"port must be an integer in 0\.\.65535, got True"),
-        ("metrics_port", 70000, r"metrics_port must be an integer in 0\.\.65535 or None, got 70000"),
-        ("intra_op_threads", 0, r"intra_op_threads must be an integer >= 1 or None, got 0"),
-        ("inference_workers", 0, r"inference_workers must be an integer >= 1, got 0"),
-        ("max_batch_size", 0, r"max_batch_size must be an integer >= 1, got 0"),
-        ("max_queue_size", -3, r"max_queue_size must be an integer >= 1, got -3"),
-        ("max_message_bytes", 1023, r"max_message_bytes must be an integer >= 1024, got 1023"),
-        ("max_mc_samples", 0, r"max_mc_samples must be an integer >= 1, got 0"),
-        ("max_rows_per_request", 2.0, r"max_rows_per_request must be an integer >= 1, got 2\.0"),
-        ("max_queue_delay_ms", -0.5, r"max_queue_delay_ms must be a finite number >= 0, got -0\.5"),
-        ("reload_interval_s", float("nan"), r"reload_interval_s must be a finite number >= 0, got nan"),
-        ("shutdown_grace_s", float("inf"), r"shutdown_grace_s must be a finite number >= 0, got inf"),
+        ("port", -1, r"port must be an int in \[0, 65535\], got -1"),
+        ("port", 65536, r"port must be an int in \[0, 65535\], got 65536"),
+        ("port", True, r"port must be an int, got True"),
+        ("metrics_port", 70000, r"metrics_port must be an int in \[0, 65535\] or null, got 70000"),
+        ("intra_op_threads", 0, r"intra_op_threads must be an int >= 1 or null, got 0"),
+        ("inference_workers", 0, r"inference_workers must be an int >= 1, got 0"),
+        ("max_batch_size", 0, r"max_batch_size must be an int >= 1, got 0"),
+        ("max_queue_size", -3, r"max_queue_size must be an int >= 1, got -3"),
+        ("max_message_bytes", 1023, r"max_message_bytes must be an int >= 1024, got 1023"),
+        ("max_mc_samples", 0, r"max_mc_samples must be an int >= 1, got 0"),
+        ("max_rows_per_request", 2.0, r"max_rows_per_request must be an int, got 2\.0"),
+        ("max_queue_delay_ms", -0.5, r"max_queue_delay_ms must be a finite float >= 0, got -0\.5"),
+        ("reload_interval_s", float("nan"), r"reload_interval_s must be a finite float >= 0, got nan"),
+        ("shutdown_grace_s", float("inf"), r"shutdown_grace_s must be a finite float >= 0, got inf"),
+        ("host", None, r"host must be a string, got None"),
+        ("batching", "yes", r"batching must be a bool \(true or false\), got 'yes'"),
+        ("models_dir", 7, r"models_dir must be a path, got 7"),
+        ("workers", 2, r"unknown key\(s\) \['workers'\] in the config; expected \['batching', "),
     ],
 )
-def test_each_field_out_of_range_is_a_config_error(field: str, value: Any, message: str) -> None:
+def test_each_field_of_a_wrong_type_or_out_of_range_is_a_config_error(field: str, value: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        ServerSettings(models_dir=MODELS, **{field: value})
+        ServerSettings(**{"models_dir": MODELS, field: value})
+
+
+def test_every_problem_is_named_on_its_own_line() -> None:
+    with pytest.raises(ConfigError) as err:
+        ServerSettings(models_dir=MODELS, port=-1, max_batch_size=0)
+    assert str(err.value).splitlines() == [
+        "port must be an int in [0, 65535], got -1",
+        "max_batch_size must be an int >= 1, got 0",
+    ]
+
+
+def test_settings_are_frozen_and_take_a_str_path() -> None:
+    settings = ServerSettings(models_dir="models")
+    assert settings.models_dir == MODELS
+    with pytest.raises(ValueError, match="frozen"):
+        settings.port = 1  # type: ignore[misc]
 
 
 def test_boundary_values_are_accepted() -> None:

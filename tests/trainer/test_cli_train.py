@@ -97,6 +97,10 @@ def test_malformed_flag_value_is_a_usage_error(capsys) -> None:
         (["--flavour", "bogus"], "model.flavour must be one of ['paper', 'inverted', 'gaussian'], got 'bogus'"),
         (["--batch-norm", "--dropout-before-batch-norm"], "variance shift"),
         (["--device", "tpu"], "device must be one of"),
+        (
+            ["--epochs", "0", "--hidden", "64,0"],
+            "model.hidden[1] must be an int >= 1, got 0\noptim.epochs must be an int >= 1, got 0",
+        ),
         (["--resume"], "--resume needs --out RUN_DIR"),
     ],
 )

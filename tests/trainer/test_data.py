@@ -411,7 +411,7 @@ def test_unreadable_and_missing_npz_files_are_refused(tmp_path: Path) -> None:
 
 
 def test_negative_seed_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"seed must be an integer with 0 <= seed < 2\*\*63, got -1"):
+    with pytest.raises(ConfigError, match=r"seed must be an int in \[0, 2\*\*63\), got -1"):
         load_dataset(DataConfig(), seed=-1)
 
 
