@@ -34,14 +34,13 @@ import os
 import platform
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -56,6 +55,7 @@ sys.path.insert(0, str(REPO))  # ahead of benchmarks/, whose server.py would sha
 from benchmarks._common import MNIST_SPEC, PAPER_NET_DESCRIPTION, paper_package  # noqa: E402
 from dropnet.server.client import DropnetClient  # noqa: E402
 from dropnet.server.predictor import Predictor  # noqa: E402
+from dropnet.server.process import ServeProcess  # noqa: E402
 
 MODEL = "paper-mlp"
 MC_SAMPLES = 50
@@ -76,74 +76,21 @@ Call = Callable[[], object]
 # --- the servers ------------------------------------------------------------------------------
 
 
-class ServeProcess:
-    """``dropnet serve`` as a subprocess on 127.0.0.1 port 0 (metrics too); a reader thread drains its log."""
-
-    def __init__(self, models_dir: Path, flags: list[str]) -> None:
-        self.flags = flags
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "dropnet.cli", "serve", "--models", str(models_dir), "--host", "127.0.0.1",
-             "--port", "0", "--metrics-port", "0", "--reload-interval", "0", *flags],
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        self.lines: list[str] = []
-        self._port_found = threading.Event()
-        self.port = 0
-        self.metrics_port = 0
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
-            if match := re.search(r"metrics at http://127\.0\.0\.1:(\d+)/", line):
-                self.metrics_port = int(match.group(1))  # logged before "serving on"
-            if not self.port and (match := re.search(r"serving on 127\.0\.0\.1:(\d+)", line)):
-                self.port = int(match.group(1))
-                self._port_found.set()
-        self._port_found.set()  # exited: wake wait_serving
-
-    def wait_serving(self, timeout_s: float = 120.0) -> None:
-        """Block until the server logs its port (every model is loaded by then)."""
-        if not self._port_found.wait(timeout_s) or not self.port:
-            raise RuntimeError(f"dropnet serve {' '.join(self.flags)} did not start:\n{''.join(self.lines)}")
-
-    def batch_totals(self, mode: str) -> tuple[float, float]:
-        """Rows and onnxruntime runs in ``mode`` so far, from the server's ``dropnet_batch_rows`` histogram."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=30) as response:
-            text = response.read().decode()
-
-        def total(suffix: str) -> float:
-            pattern = rf'^dropnet_batch_rows_{suffix}{{[^}}]*\bmode="{mode}"[^}}]*}} (\S+)$'
-            return sum(float(value) for value in re.findall(pattern, text, re.MULTILINE))
-        return total("sum"), total("count")
-
-    def stop(self) -> None:
-        """SIGTERM (a graceful drain), SIGKILL if it has not exited 15 s later."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.process.wait()
-        self._reader.join()
+def serve_flags(models_dir: Path, flags: list[str]) -> list[str]:
+    """The flags of a ``dropnet serve`` on 127.0.0.1 port 0 (metrics too), ``flags`` last."""
+    return ["--models", str(models_dir), "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
+            "--reload-interval", "0", *flags]
 
 
-@contextmanager
-def serving(models_dir: Path, flags: list[str]) -> Iterator[ServeProcess]:
-    """A started ``dropnet serve``, stopped on exit whatever happens."""
-    process = ServeProcess(models_dir, flags)
-    try:
-        process.wait_serving()
-        yield process
-    finally:
-        process.stop()
+def batch_totals(metrics_url: str, mode: str) -> tuple[float, float]:
+    """Rows and onnxruntime runs in ``mode`` so far, from a server's ``dropnet_batch_rows`` histogram."""
+    with urllib.request.urlopen(metrics_url, timeout=30) as response:
+        text = response.read().decode()
+
+    def total(suffix: str) -> float:
+        pattern = rf'^dropnet_batch_rows_{suffix}{{[^}}]*\bmode="{mode}"[^}}]*}} (\S+)$'
+        return sum(float(value) for value in re.findall(pattern, text, re.MULTILINE))
+    return total("sum"), total("count")
 
 
 # --- load -------------------------------------------------------------------------------------
@@ -407,11 +354,14 @@ def measure(args: argparse.Namespace, concurrencies: list[int],
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         package = paper_package(Path(tmp), Path(tmp) / "models" / MODEL / "1", name=MODEL)
         predictor = Predictor.load(package, device=args.device, intra_op_threads=args.intra_op_threads or None)
-        servers = {batching: stack.enter_context(serving(package.parents[1], flags[batching]))
+        servers = {batching: stack.enter_context(ServeProcess(serve_flags(package.parents[1], flags[batching]), cwd=REPO))
                    for batching in (True, False)}
-        kserve = {batching: [stack.enter_context(triton.InferenceServerClient(server.target))
-                             for _ in range(max(concurrencies))] for batching, server in servers.items()}
-        v1 = {batching: stack.enter_context(DropnetClient(server.target)) for batching, server in servers.items()}
+        targets = {batching: server.wait_serving() for batching, server in servers.items()}
+        metrics_urls = {batching: server.wait_for(r"metrics at (http://\S+/metrics)").group(1)
+                        for batching, server in servers.items()}
+        kserve = {batching: [stack.enter_context(triton.InferenceServerClient(target))
+                             for _ in range(max(concurrencies))] for batching, target in targets.items()}
+        v1 = {batching: stack.enter_context(DropnetClient(target)) for batching, target in targets.items()}
         for client in v1.values():
             client.wait_ready()
 
@@ -428,9 +378,9 @@ def measure(args: argparse.Namespace, concurrencies: list[int],
                 calls = [v1_call(v1[batching], x, mc)]
             else:
                 calls = [kserve_call(client, x, mc) for client in kserve[batching][:concurrency]]
-            rows, runs = servers[batching].batch_totals(mode)
+            rows, runs = batch_totals(metrics_urls[batching], mode)
             samples = closed_loop(calls, seconds, cpu_probe)
-            rows_after, runs_after = servers[batching].batch_totals(mode)
+            rows_after, runs_after = batch_totals(metrics_urls[batching], mode)
             samples.rows, samples.runs = rows_after - rows, runs_after - runs
             return samples
 

@@ -1,7 +1,9 @@
 """The ``dropnet`` console command: one subcommand per stage, each implemented in its package.
 
 Each subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int`` and keeps its
-top-level imports light, so ``dropnet --help`` and a serving-only install never import torch.
+top-level imports light, so ``dropnet --help`` never imports torch. In a serving-only install
+(no ``[train]`` extra) the training subcommands are not imported at all: they exit 2 with one line
+naming the extra to install.
 """
 
 from __future__ import annotations
@@ -13,30 +15,44 @@ import sys
 
 from dropnet import __version__
 from dropnet.core.errors import DropnetError
+from dropnet.extras import missing_train_module, require_train
 
 DESCRIPTION = "dropnet: dropout neural networks (Srivastava et al., JMLR 2014) — train, export to ONNX, serve."
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("dropnet.trainer.cli_train", "train a dropout network and write a run directory"),
-    "evaluate": ("dropnet.trainer.cli_evaluate", "test error with weight scaling vs Monte-Carlo model averaging"),
-    "export": ("dropnet.exporter.cli", "export a run directory to an ONNX model package"),
-    "predict": ("dropnet.server.cli_predict", "predict with a model package in-process (onnxruntime)"),
-    "serve": ("dropnet.server.cli_serve", "serve model packages over gRPC (dropnet.v1 and KServe v2)"),
-    "demo": ("dropnet.demo", "train → export → serve → predict on the bundled digits, end to end"),
+SUBCOMMANDS: dict[str, tuple[str, str, bool]] = {
+    # name: (module, help, needs the [train] extra)
+    "train": ("dropnet.trainer.cli_train", "train a dropout network and write a run directory", True),
+    "evaluate": ("dropnet.trainer.cli_evaluate", "test error with weight scaling vs Monte-Carlo model averaging", True),
+    "export": ("dropnet.exporter.cli", "export a run directory to an ONNX model package", True),
+    "predict": ("dropnet.server.cli_predict", "predict with a model package in-process (onnxruntime)", False),
+    "serve": ("dropnet.server.cli_serve", "serve model packages over gRPC (dropnet.v1 and KServe v2)", False),
+    "demo": ("dropnet.demo", "train → export → serve → predict on the bundled digits, end to end", True),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every available subcommand."""
+    """The argument parser with every subcommand; those whose extra is missing only report that."""
     parser = argparse.ArgumentParser(prog="dropnet", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"dropnet {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module_name, help_text) in SUBCOMMANDS.items():
+    train_installed = missing_train_module() is None
+    for name, (module_name, help_text, needs_train) in SUBCOMMANDS.items():
+        if needs_train and not train_installed:
+            _add_unavailable(sub, name, f"{help_text} (needs the [train] extra)")
+            continue
         module = importlib.import_module(module_name)
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(sub_parser)
         sub_parser.set_defaults(handler=module.run)
     return parser
+
+
+def _add_unavailable(sub: argparse._SubParsersAction, name: str, help_text: str) -> None:
+    """A subcommand that takes any arguments (``--help`` included) and fails with :class:`MissingExtraError`."""
+    # No argument can start with NUL, so every token, flags included, lands in `ignored`.
+    sub_parser = sub.add_parser(name, help=help_text, add_help=False, prefix_chars="\0")
+    sub_parser.add_argument("ignored", nargs=argparse.REMAINDER)
+    sub_parser.set_defaults(handler=lambda _args: require_train())
 
 
 def main(argv: list[str] | None = None) -> int:

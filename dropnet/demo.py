@@ -13,11 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import re
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,13 +21,13 @@ from typing import Any
 import numpy as np
 
 from dropnet.core.errors import ConfigError, DropnetError
+from dropnet.server.process import ServeProcess
 
 PRESET = "digits_demo"
 MODEL_NAME = "digits"
 SERVER_START_TIMEOUT_S = 120.0
 SERVER_READY_TIMEOUT_S = 30.0
 SERVER_STOP_TIMEOUT_S = 30.0
-LISTENING = re.compile(r"serving on (\S+):(\d+)\s*$")
 
 
 @dataclass
@@ -85,11 +80,12 @@ def run_demo(out: Path, epochs: int | None = None, seed: int = 0, mc_samples: in
     export_package(out / "run", models / MODEL_NAME / "1", name=MODEL_NAME, version="1")
     inputs, descriptions = demo_inputs(out / "run", dataset.test.x, dataset.test.y, seed)
 
-    server, target = start_server(models, out / "server.log")
-    try:
-        deterministic, mc = query_server(target, inputs, mc_samples, seed, out / "server.log")
-    finally:
-        exit_code = stop_server(server)
+    log_path = out / "server.log"
+    flags = ["--models", str(models), "--host", "127.0.0.1", "--port", "0", "--reload-interval", "0"]
+    with ServeProcess(flags, log_path=log_path) as server:
+        target = server.wait_serving(SERVER_START_TIMEOUT_S)
+        deterministic, mc = query_server(target, inputs, mc_samples, seed, log_path)
+        exit_code = server.stop(SERVER_STOP_TIMEOUT_S)
     return DemoResult(out, final["test_error"], inputs, descriptions, deterministic, mc, mc_samples, exit_code)
 
 
@@ -132,37 +128,6 @@ def demo_inputs(run_dir: Path, x: np.ndarray, y: np.ndarray, seed: int) -> tuple
     noise = np.random.default_rng(seed).uniform(low, high, size=x[first].shape)
     descriptions = [f"test digit (a {y[first]})", f"blend of a {y[first]} and a {y[other]}", "uniform noise"]
     return np.stack([x[first], blend, noise]).astype(np.float32), descriptions
-
-
-def start_server(models: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``dropnet serve`` on a free loopback port; return the process and its address."""
-    log = open(log_path, "wb")
-    command = [sys.executable, "-m", "dropnet.cli", "serve", "--models", str(models), "--host", "127.0.0.1",
-               "--port", "0", "--reload-interval", "0"]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        for line in log_path.read_text(errors="replace").splitlines():
-            match = LISTENING.search(line)
-            if match:
-                return process, f"{match.group(1)}:{match.group(2)}"
-        if process.poll() is not None:
-            raise DropnetError(f"the server exited with code {process.returncode} before listening; see {log_path}")
-        time.sleep(0.1)
-    process.kill()
-    process.wait()
-    raise DropnetError(f"the server did not start listening within {SERVER_START_TIMEOUT_S:g}s; see {log_path}")
-
-
-def stop_server(process: subprocess.Popen[bytes]) -> int:
-    """SIGTERM the server and wait for its graceful exit; return its exit code."""
-    process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=SERVER_STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return process.wait()
 
 
 def format_report(result: DemoResult) -> str:

@@ -1,6 +1,6 @@
 """The one place where errors become gRPC status codes: a decorator on every servicer method.
 
-The table itself is :data:`server.status_codes.CODE_BY_ERROR` (shared with the metrics):
+The table itself is :data:`dropnet.server.status_codes.CODE_BY_ERROR` (shared with the metrics):
 InvalidInputError → INVALID_ARGUMENT, NotFoundError → NOT_FOUND, ResourceExhaustedError →
 RESOURCE_EXHAUSTED, each with the error's message. Anything else — including
 ModelPackageError, a server-side fault the client cannot fix and whose message names server

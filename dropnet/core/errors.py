@@ -1,8 +1,9 @@
 """The project's one error hierarchy.
 
 Every error a user can cause derives from :class:`DropnetError` and carries a message that
-names what was wrong and what was expected. The CLI prints the message (no traceback);
-the gRPC layer maps each class to a status code in one place (``server/grpc_errors.py``).
+names what was wrong and what was expected. The CLI prints the message (no traceback); the
+server maps each class to a status code in one table, ``dropnet.server.status_codes.CODE_BY_ERROR``
+(shared by the gRPC error handler ``dropnet.server.grpc_errors`` and the metrics).
 """
 
 

@@ -5,13 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import queue
 import re
 import shutil
 import signal
-import subprocess
 import sys
-import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,17 +25,16 @@ from dropnet.cli import main
 from dropnet.core.errors import ConfigError, ResourceExhaustedError
 from dropnet.protos.inference import grpc_service_pb2 as oip
 from dropnet.protos.inference import grpc_service_pb2_grpc as oip_grpc
-from dropnet.fielddocs import field_docs
 from dropnet.server import providers
 from dropnet.server.app import HEALTH_NAMES, INFERENCE_SERVICE, PREDICTOR_SERVICE, GrpcServer
 from dropnet.server.cli_serve import StopSignals, add_arguments, settings_from_args
 from dropnet.server.dataplane import InferRequest
+from dropnet.server.process import ServeProcess
 from dropnet.server.settings import ServerSettings
 from tests.server.grpc_harness import ServerThread, grpc_settings, models_dir_with, wait_until
 from tests.server.helpers import MODEL, digits_rows
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +100,12 @@ def test_a_port_in_use_is_a_config_error(server: ServerThread, tmp_path: Path) -
 
 
 def test_every_settings_field_has_a_documented_flag() -> None:
-    docs = field_docs(ServerSettings)
-    assert set(docs) == set(ServerSettings.__dataclass_fields__) and all(docs.values())
+    docs = [" ".join((field.description or "").split()) for field in ServerSettings.model_fields.values()]
+    assert all(docs)
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     help_text = " ".join(parser.format_help().split())
-    assert all(doc in help_text for doc in docs.values())
+    assert all(doc in help_text for doc in docs)
     assert settings_from_args(parser.parse_args(["--models", "m"])) == ServerSettings(models_dir=Path("m"))
     args = parser.parse_args([
         "--models", "m", "--host", "0.0.0.0", "--port", "0", "--metrics-port", "9100", "--device", "cpu",
@@ -127,9 +123,9 @@ def test_every_settings_field_has_a_documented_flag() -> None:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--port", "70000"], r"port must be an integer in 0\.\.65535, got 70000"),
-        (["--max-batch-size", "0"], r"max_batch_size must be an integer >= 1, got 0"),
-        (["--grace", "-1"], r"shutdown_grace_s must be a finite number >= 0, got -1\.0"),
+        (["--port", "70000"], r"port must be an int in \[0, 65535\], got 70000"),
+        (["--max-batch-size", "0"], r"max_batch_size must be an int >= 1, got 0"),
+        (["--grace", "-1"], r"shutdown_grace_s must be a finite float >= 0, got -1\.0"),
         (["--device", "tpu"], r"device must be one of \['auto', 'cpu', 'cuda'\], got 'tpu'"),
     ],
 )
@@ -218,14 +214,14 @@ def blocked_serve(models_dir: Path, tmp_path: Path) -> Iterator[tuple[ServeProce
     fifo = tmp_path / "release-load"
     os.mkfifo(fifo)
     serve = ServeProcess(
-        str(fifo), "--models", str(models_dir), "--port", "0", "--device", "cpu", "--reload-interval", "0",
-        command=("-c", BLOCKED_LOAD),
+        [str(fifo), "--models", str(models_dir), "--port", "0", "--device", "cpu", "--reload-interval", "0"],
+        command=[sys.executable, "-c", BLOCKED_LOAD],
     )
     try:
         serve.wait_for("load blocked")
         yield serve, fifo
     finally:
-        serve.close()
+        serve.kill()
 
 
 @pytest.mark.slow
@@ -249,46 +245,6 @@ def test_a_second_signal_exits_at_once_and_non_zero(blocked_serve: tuple[ServePr
     serve.wait_for("second SIGTERM received: exiting now with code 143")
 
 
-class ServeProcess:
-    """``dropnet serve`` as a subprocess; its stderr lines are collected by a reader thread.
-
-    ``command`` replaces ``-m dropnet.cli serve`` (e.g. ``-c SCRIPT ARG``); ``flags`` follow it.
-    """
-
-    def __init__(self, *flags: str, command: tuple[str, ...] = ("-m", "dropnet.cli", "serve")) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, *command, *flags],
-            cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        self.lines: list[str] = []
-        self._new: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
-            self._new.put(line)
-        self._new.put(None)
-
-    def wait_for(self, pattern: str) -> re.Match[str]:
-        """The first stderr line matching ``pattern`` (fails if the process exits first)."""
-        for line in self.lines:
-            if match := re.search(pattern, line):
-                return match
-        while (line := self._new.get(timeout=120)) is not None:
-            if match := re.search(pattern, line):
-                return match
-        raise AssertionError(f"dropnet serve exited without logging {pattern!r}:\n{''.join(self.lines)}")
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        self._reader.join()
-
-
 def _mc_request(rows: np.ndarray, seed: int) -> oip.ModelInferRequest:
     request = oip.ModelInferRequest(model_name=MODEL, raw_input_contents=[rows.tobytes()])
     request.inputs.add(name="x", datatype="FP32", shape=rows.shape)
@@ -307,10 +263,10 @@ def _arrived(metrics_url: str) -> int:
 @pytest.mark.slow
 def test_sigterm_finishes_in_flight_requests_then_exits_zero(tiny_package: Path, tmp_path: Path) -> None:
     models = models_dir_with(tiny_package, tmp_path)
-    serve = ServeProcess(
+    serve = ServeProcess([
         "--models", str(models), "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--device", "cpu",
         "--no-batching", "--inference-workers", "1", "--reload-interval", "0", "--grace", "120",
-    )
+    ])
     try:
         metrics_url = serve.wait_for(r"metrics at (http://\S+/metrics)").group(1)
         port = int(serve.wait_for(r"serving on 127\.0\.0\.1:(\d+)").group(1))
@@ -329,4 +285,4 @@ def test_sigterm_finishes_in_flight_requests_then_exits_zero(tiny_package: Path,
             oip_grpc.GRPCInferenceServiceStub(channel).ServerLive(oip.ServerLiveRequest(), timeout=60)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
-        serve.close()
+        serve.kill()
