@@ -3,8 +3,9 @@
 Test-time scaling is folded into weights: a dropout site of the paper flavour multiplies the
 next layer's weights (not its bias) by p; inverted and gaussian sites are the identity. The
 input standardisation is folded into the first weight layer too (nothing random lies between
-them on this path), and batch norm (eval statistics) into the layer before it. Outputs:
-``logits`` and ``probabilities`` (softmax), float32 [batch, classes].
+them on this path), and batch norm (eval statistics) into the layer before it. Outputs: the
+deterministic classification rows of the output table (``dropnet.core.outputs``) the graph
+computes, ``probabilities`` (softmax) and ``logits``, float32 [batch, classes].
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 from onnx import ModelProto, TensorProto, helper
 from torch import nn
 
+from dropnet.core.manifest import INPUT_NAME
+from dropnet.core.outputs import Mode, Task
 from dropnet.exporter.layers import emit_layer
-from dropnet.exporter.onnx_graph import GraphBuilder, merge_metadata
+from dropnet.exporter.onnx_graph import GraphBuilder, merge_metadata, table_outputs
 from dropnet.exporter.steps import Affine, Noise, Standardize, Step, fold_affines, output_features, read_network
 from dropnet.trainer.models import InputSpec
 
@@ -22,11 +25,11 @@ BATCH = "batch"
 
 
 def build_deterministic(model: nn.Sequential, spec: InputSpec, metadata: dict[str, str]) -> ModelProto:
-    """deterministic.onnx of ``model``: input ``x`` [batch, *spec.shape]; outputs ``logits``, ``probabilities``."""
+    """deterministic.onnx of ``model``: input ``x`` [batch, *spec.shape]; outputs ``probabilities``, ``logits``."""
     steps = read_network(model, spec)
     classes = output_features(steps)
     g = GraphBuilder()
-    activations = "x"
+    activations = INPUT_NAME
     layers = fold_affines([_test_time(step) for step in steps])
     for position, step in enumerate(layers):
         with g.scope(f"layer{position}"):
@@ -34,11 +37,8 @@ def build_deterministic(model: nn.Sequential, spec: InputSpec, metadata: dict[st
     g.op("Softmax", "logits", out="probabilities", axis=1)
     return g.model(
         GRAPH_NAME,
-        inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, [BATCH, *spec.shape])],
-        outputs=[
-            helper.make_tensor_value_info(name, TensorProto.FLOAT, [BATCH, classes])
-            for name in ("logits", "probabilities")
-        ],
+        inputs=[helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [BATCH, *spec.shape])],
+        outputs=table_outputs(Task.CLASSIFICATION, Mode.DETERMINISTIC, {"B": BATCH, "C": classes}),
         metadata=merge_metadata(metadata, {"graph": "deterministic"}),
         doc=__doc__ or "",
     )

@@ -5,10 +5,11 @@ Inputs: ``x`` float32 [batch, *shape]; ``num_samples`` int64 scalar T (>= 1); ``
 or one seed per row; both agree for B = 1, and any other length is refused when run. ``seed``
 is rank 1, not "scalar or vector": the ONNX checker requires a shape on every graph input (an
 unknown-rank input fails ``check_model``) and onnxruntime refuses inputs of another rank.
-Outputs: ``samples`` [T, B, C] (each sample's softmax), ``probabilities`` [B, C] (their mean),
-``std`` [B, C] (population std over samples), ``predictive_entropy`` [B] (entropy of the mean,
-nats) and ``mutual_information`` [B] (BALD: predictive entropy minus the mean per-sample
-entropy, clamped at 0).
+Outputs: the MC classification rows of the output table (``dropnet.core.outputs``) the graph
+computes: ``probabilities`` [B, C] (the mean of the samples), ``std`` [B, C] (population std
+over samples), ``predictive_entropy`` [B] (entropy of the mean, nats), ``mutual_information``
+[B] (BALD: predictive entropy minus the mean per-sample entropy, clamped at 0) and ``samples``
+[T, B, C] (each sample's softmax).
 
 Layout: activations stay [B, *features] up to the first noisy dropout site, so layers before it
 (e.g. the first Linear when the input has p = 1) run once per row and are shared by all samples.
@@ -27,8 +28,10 @@ from math import prod
 from onnx import ModelProto, TensorProto, helper
 from torch import nn
 
+from dropnet.core.manifest import INPUT_NAME, NUM_SAMPLES_INPUT, SEED_INPUT
+from dropnet.core.outputs import SAMPLES, Mode, Task
 from dropnet.exporter.layers import emit_layer
-from dropnet.exporter.onnx_graph import GraphBuilder, merge_metadata
+from dropnet.exporter.onnx_graph import GraphBuilder, merge_metadata, table_outputs
 from dropnet.exporter.rng import (
     COUNTER_LIMIT,
     RNG_SCHEME,
@@ -43,7 +46,6 @@ from dropnet.trainer.models import InputSpec
 
 GRAPH_NAME = "dropnet_mc"
 BATCH = "batch"
-SAMPLES = "num_samples"
 SEEDS = "seeds"
 TINY = 1.1754944e-38
 """Smallest normal float32: the floor under probabilities before taking their log (0·log 0 = 0)."""
@@ -61,11 +63,11 @@ def build_mc(
     classes = output_features(steps)
     g = GraphBuilder()
     with g.scope("rows"):
-        samples_1d = g.op("Reshape", SAMPLES, g.i64([1]))
-        rows = g.op("Gather", g.op("Shape", "x"), g.i64(0), axis=0)
-        noise = CounterNoise(g, "seed", SAMPLES, rows)
+        samples_1d = g.op("Reshape", NUM_SAMPLES_INPUT, g.i64([1]))
+        rows = g.op("Gather", g.op("Shape", INPUT_NAME), g.i64(0), axis=0)
+        noise = CounterNoise(g, SEED_INPUT, NUM_SAMPLES_INPUT, rows)
     exposed: list[helper.ValueInfoProto] = []
-    activations, tiled = "x", False
+    activations, tiled = INPUT_NAME, False
     for position, step in enumerate(steps):
         if not isinstance(step, Noise):
             with g.scope(f"layer{position}"):
@@ -75,7 +77,7 @@ def build_mc(
         tiled = True
         if expose_internals:
             name = g.op("Identity", values, out=f"noise_{step.site}")
-            exposed.append(helper.make_tensor_value_info(name, kind, [SAMPLES, BATCH, prod(step.features)]))
+            exposed.append(helper.make_tensor_value_info(name, kind, [NUM_SAMPLES_INPUT, BATCH, prod(step.features)]))
     with g.scope("summaries"):
         lead = samples_1d if tiled else g.i64([1])
         logits = g.op("Reshape", activations, g.op("Concat", lead, g.i64([-1, classes]), axis=0))
@@ -83,20 +85,15 @@ def build_mc(
             logits = g.op("Expand", logits, g.op("Concat", samples_1d, g.i64([1, 1]), axis=0))
         if expose_internals:
             g.op("Identity", logits, out="logit_samples")
-            exposed.append(helper.make_tensor_value_info("logit_samples", TensorProto.FLOAT, [SAMPLES, BATCH, classes]))
+            exposed.append(
+                helper.make_tensor_value_info("logit_samples", TensorProto.FLOAT, [NUM_SAMPLES_INPUT, BATCH, classes])
+            )
         _summaries(g, logits)
-    floats = TensorProto.FLOAT
-    outputs = [
-        helper.make_tensor_value_info("probabilities", floats, [BATCH, classes]),
-        helper.make_tensor_value_info("std", floats, [BATCH, classes]),
-        helper.make_tensor_value_info("predictive_entropy", floats, [BATCH]),
-        helper.make_tensor_value_info("mutual_information", floats, [BATCH]),
-        helper.make_tensor_value_info("samples", floats, [SAMPLES, BATCH, classes]),
-    ]
+    outputs = table_outputs(Task.CLASSIFICATION, Mode.MC, {"B": BATCH, "C": classes, "T": NUM_SAMPLES_INPUT})
     inputs = [
-        helper.make_tensor_value_info("x", floats, [BATCH, *spec.shape]),
-        helper.make_tensor_value_info(SAMPLES, TensorProto.INT64, []),
-        helper.make_tensor_value_info("seed", TensorProto.INT64, [SEEDS]),
+        helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [BATCH, *spec.shape]),
+        helper.make_tensor_value_info(NUM_SAMPLES_INPUT, TensorProto.INT64, []),
+        helper.make_tensor_value_info(SEED_INPUT, TensorProto.INT64, [SEEDS]),
     ]
     own = {"graph": "mc", "rng_scheme": RNG_SCHEME, "rng_max_samples": str(_max_samples(steps))}
     return g.model(GRAPH_NAME, inputs, outputs + exposed, merge_metadata(metadata, own), __doc__ or "")
@@ -136,9 +133,9 @@ def _stochastic(steps: list[Step]) -> list[Step]:
 
 
 def _summaries(g: GraphBuilder, logits: str) -> None:
-    """samples, probabilities, std, predictive_entropy, mutual_information from logits [T, B, C]."""
+    """The MC classification outputs of the output table, from logits [T, B, C]."""
     first = g.i64([0])
-    samples = g.op("Softmax", logits, axis=-1, out="samples")
+    samples = g.op("Softmax", logits, axis=-1, out=SAMPLES)
     mean = g.op("ReduceMean", samples, first, keepdims=0, out="probabilities")
     spread = g.op("Sub", samples, mean)
     g.op("Sqrt", g.op("ReduceMean", g.op("Mul", spread, spread), first, keepdims=0), out="std")

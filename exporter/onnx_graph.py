@@ -1,4 +1,4 @@
-"""A small ONNX graph builder, the format constants, and the verification of a built model."""
+"""A small ONNX graph builder, the format constants, the graph outputs of the output table, and verification."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from onnx import helper, numpy_helper
 
 import dropnet
 from dropnet.core.errors import ModelPackageError
+from dropnet.core.outputs import Mode, Task, output_specs
 
 OPSET = 18
 """Default-domain opset: BitwiseXor/BitwiseAnd (the noise hash) exist from opset 18."""
@@ -99,6 +100,21 @@ class GraphBuilder:
         )
         helper.set_model_props(model, dict(metadata))
         return model
+
+
+def table_outputs(task: Task, mode: Mode, dims: Mapping[str, int | str]) -> list[onnx.ValueInfoProto]:
+    """The graph outputs of ``mode`` for ``task``, from the output table, in its order.
+
+    ``dims`` gives each shape symbol its size or the name of a dynamic dimension (e.g.
+    ``{"B": "batch", "C": 10}``).
+    """
+    return [
+        helper.make_tensor_value_info(
+            spec.name, helper.np_dtype_to_tensor_dtype(np.dtype(spec.dtype)), [dims[s] for s in spec.shape]
+        )
+        for spec in output_specs(task, mode)
+        if spec.in_graph
+    ]
 
 
 def merge_metadata(caller: Mapping[str, str], own: Mapping[str, str]) -> dict[str, str]:

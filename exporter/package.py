@@ -17,20 +17,17 @@ from pathlib import Path
 
 import onnx
 import onnxruntime as ort
+from torch import nn
 
 import dropnet
+from dropnet.core import manifest as contract
 from dropnet.core.errors import ModelPackageError
 from dropnet.core.fileio import fsync_dir, fsync_tree
+from dropnet.core.manifest import DETERMINISTIC_FILE, MANIFEST_FILE, MC_FILE, onnx_metadata, seal_manifest
 from dropnet.exporter.graphs import IR_VERSION, OPSET, RNG_SCHEME, build_deterministic, build_mc, verify_model
-from dropnet.core.manifest import (
-    DETERMINISTIC_FILE,
-    MANIFEST_FILE,
-    MC_FILE,
-    build_manifest,
-    onnx_metadata,
-    seal_manifest,
-)
 from dropnet.exporter.ort_check import check_in_onnxruntime
+from dropnet.trainer.dropout import Dropout
+from dropnet.trainer.models import InputSpec
 from dropnet.trainer.rundir import load_run, read_config, versions
 
 log = logging.getLogger(__name__)
@@ -51,18 +48,22 @@ def export_package(
         if not isinstance(value, str) or not value.strip():
             raise ModelPackageError(f"package {field} must be a non-empty string, got {value!r}")
     config, spec, model = load_run(run_dir)
-    draft = build_manifest(
+    run_config = read_config(run_dir)
+    draft = contract.build_manifest(
         name=name,
         version=version,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         dropnet_version=dropnet.__version__,
         versions={**versions(), "onnx": onnx.__version__, "onnxruntime": ort.__version__},
-        run_config=read_config(run_dir),
-        retain=config.model.resolved_retain(),
-        max_norm=config.model.resolved_max_norm(),
-        opset=OPSET,
-        ir_version=IR_VERSION,
+        source_run={key: run_config.get(key) for key in ("config", "created", "command")},
+        input=_input_spec(spec),
+        classes=tuple(spec.class_labels),
+        architecture=run_config["config"]["model"],
+        dropout=contract.DropoutSpec(_dropout_sites(model)),
+        max_norm=tuple(config.model.resolved_max_norm()),
+        onnx=contract.OnnxVersions(OPSET, IR_VERSION),
         rng=RNG_SCHEME,
+        metrics=run_config.get("final_metrics") or {},
     )
     metadata = onnx_metadata(draft)
     graphs = {
@@ -75,10 +76,30 @@ def export_package(
     check_in_onnxruntime(blobs[DETERMINISTIC_FILE], blobs[MC_FILE], model, spec)
     mc_props = {prop.key: prop.value for prop in graphs[MC_FILE].metadata_props}
     manifest = seal_manifest(draft, blobs, int(mc_props["rng_max_samples"]))
-    blobs[MANIFEST_FILE] = (json.dumps(manifest, indent=2) + "\n").encode()
+    blobs[MANIFEST_FILE] = (json.dumps(manifest.to_dict(), indent=2) + "\n").encode()
     _write_directory(out_dir, blobs, force)
     log.info("exported %s version %s from %s to %s", name, version, run_dir, out_dir)
     return out_dir
+
+
+def _input_spec(spec: InputSpec) -> contract.InputSpec:
+    """The package's input: raw float32 values of the run's shape and range, standardised in the graphs."""
+    return contract.InputSpec(
+        name=contract.INPUT_NAME,
+        shape=spec.shape,
+        dtype="float32",
+        value_range=spec.value_range,
+        normalisation=contract.Normalisation(spec.mean, spec.std, in_graph=True),
+    )
+
+
+def _dropout_sites(model: nn.Sequential) -> tuple[contract.DropoutSite, ...]:
+    """Every dropout module of ``model``, by its index in the Sequential: elementwise masks."""
+    return tuple(
+        contract.DropoutSite(str(position), module.flavour, module.retain, "element")
+        for position, module in enumerate(model)
+        if isinstance(module, Dropout)
+    )
 
 
 def _check_destination(out_dir: Path, force: bool) -> None:

@@ -23,11 +23,9 @@ from typing import Protocol
 import numpy as np
 
 from dropnet.core.errors import ResourceExhaustedError
+from dropnet.core.outputs import rows_axis
 from dropnet.server.metrics import ServerMetrics
 from dropnet.server.settings import ServerSettings
-
-ROW_AXIS = {"samples": 1}
-"""Axis holding the rows in outputs where it is not axis 0 (``samples`` is [T, B, C])."""
 
 Outputs = dict[str, np.ndarray]
 
@@ -135,7 +133,7 @@ def run_batch(engine: Engine, spec: RunSpec, batch: list[_Request]) -> list[Outp
     start = 0
     for request in batch:
         rows = slice(start, start + request.rows)
-        answers.append({name: _rows(result[name], ROW_AXIS.get(name, 0), rows) for name in request.outputs})
+        answers.append({name: _rows(result[name], rows_axis(name), rows) for name in request.outputs})
         start = rows.stop
     return answers
 

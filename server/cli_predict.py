@@ -6,7 +6,8 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from dropnet.server.settings import DEVICES
+from dropnet.core.devices import DEVICES
+from dropnet.core.outputs import Mode, rows_axis
 
 if TYPE_CHECKING:
     from dropnet.server.predictor import Prediction, Predictor
@@ -32,8 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from dropnet.server.predictor import Predictor
 
     predictor = Predictor.load(args.model_dir, device=args.device, intra_op_threads=args.threads)
-    spec = predictor.manifest["input"]
-    x = read_input_file(args.input, predictor.input_shape, tuple(spec["value_range"]))
+    x = read_input_file(args.input, predictor.input_shape, predictor.manifest.input.value_range)
     prediction = predictor.predict(x, mc_samples=args.mc_samples, seed=args.seed)
     if args.json:
         print(json.dumps(to_json(predictor, prediction, args.input, args.mc_samples), indent=2))
@@ -45,20 +45,16 @@ def run(args: argparse.Namespace) -> int:
 def to_json(
     predictor: "Predictor", prediction: "Prediction", input_path: str, mc_samples: int | None
 ) -> dict[str, Any]:
-    """Everything about a prediction as a JSON-serialisable dict."""
+    """Everything about a prediction as a JSON-serialisable dict: per row, each output of the mode by name
+    (and for classification the predicted class's label and probability, ``confidence``)."""
+    labels = prediction.labels
     rows = []
-    for row, cls in enumerate(prediction.predicted_class.tolist()):
-        entry: dict[str, Any] = {
-            "row": row,
-            "predicted_class": cls,
-            "label": prediction.labels[row],
-            "confidence": float(prediction.probabilities[row, cls]),
-            "probabilities": prediction.probabilities[row].tolist(),
-        }
-        if mc_samples is not None:
-            entry["std"] = prediction.std[row].tolist()
-            entry["predictive_entropy"] = float(prediction.predictive_entropy[row])
-            entry["mutual_information"] = float(prediction.mutual_information[row])
+    for row in range(_rows(prediction)):
+        entry: dict[str, Any] = {"row": row}
+        if labels is not None:
+            entry["label"] = labels[row]
+            entry["confidence"] = float(prediction.probabilities[row, prediction.predicted_class[row]])
+        entry.update({name: value[row].tolist() for name, value in prediction.outputs.items() if rows_axis(name) == 0})
         rows.append(entry)
     return {
         "model": predictor.name,
@@ -68,27 +64,36 @@ def to_json(
         "method": "deterministic" if mc_samples is None else "mc",
         "mc_samples": mc_samples,
         "seed": prediction.seed,
-        "classes": predictor.classes,
+        predictor.manifest.labels_key: list(predictor.manifest.labels),
         "rows": rows,
     }
 
 
 def format_table(predictor: "Predictor", prediction: "Prediction", mc_samples: int | None) -> str:
-    """A readable table: one line per row with label and confidence (and MC uncertainties)."""
+    """A readable table: one line per row, with its label and a column per tabulated output of the output table.
+
+    A [B, C] output shows the value at the row's predicted class.
+    """
     mc = mc_samples is not None
+    mode = Mode.MC if mc else Mode.DETERMINISTIC
     method = f"MC dropout, T={mc_samples}, seed={prediction.seed}" if mc else "weight scaling (deterministic)"
-    header = ["row", "label", "confidence"] + (["std", "entropy", "mutual_info"] if mc else [])
+    columns = [spec for spec in predictor.manifest.outputs(mode) if spec.column and spec.name in prediction.outputs]
+    labels = prediction.labels
+    header = ["row"] + (["label"] if labels is not None else []) + [str(spec.column) for spec in columns]
     lines = [f"model {predictor.name} v{predictor.version} on {predictor.provider}: {method}", _line(header)]
-    for row, cls in enumerate(prediction.predicted_class.tolist()):
-        cells = [str(row), prediction.labels[row], f"{prediction.probabilities[row, cls]:.4f}"]
-        if mc:
-            cells += [
-                f"{prediction.std[row, cls]:.4f}",
-                f"{prediction.predictive_entropy[row]:.4f}",
-                f"{prediction.mutual_information[row]:.4f}",
-            ]
+    for row in range(_rows(prediction)):
+        cells = [str(row)] + ([labels[row]] if labels is not None else [])
+        for spec in columns:
+            value = prediction.outputs[spec.name][row]
+            if "C" in spec.shape:
+                value = value[prediction.predicted_class[row]]
+            cells.append(" ".join(f"{v:.4f}" for v in value.ravel()))
         lines.append(_line(cells))
     return "\n".join(lines)
+
+
+def _rows(prediction: "Prediction") -> int:
+    return len(next(iter(prediction.outputs.values())))
 
 
 def _line(cells: list[str]) -> str:

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
 from dropnet import __version__
 from dropnet.core.errors import InvalidInputError
-from dropnet.core.manifest import INPUT_NAME
+from dropnet.core.manifest import INPUT_NAME, Manifest
+from dropnet.core.outputs import Mode
 from dropnet.protos.dropnet.v1 import predictor_pb2 as v1
 from dropnet.protos.inference import grpc_service_pb2 as oip
-from dropnet.server.dataplane import MODES, OUTPUT_NAMES, PREDICTED_CLASS, InferRequest, InferResult, ModelInfo
+from dropnet.server.dataplane import InferRequest, InferResult, ModelInfo
 from dropnet.server.repository import ModelRef
 from dropnet.server.tensors import (
     check_shape,
@@ -38,27 +39,20 @@ PLATFORM = "onnxruntime_onnx"
 MC_SAMPLES = "mc_samples"
 SEED = "seed"
 
-DETERMINISTIC, MC = MODES
+DETERMINISTIC, MC = Mode.DETERMINISTIC.value, Mode.MC.value
 
 # --- shared -----------------------------------------------------------------------------------
 
 
-def output_specs(manifest: dict[str, Any], mode: str) -> list[tuple[str, np.dtype, list[int]]]:
-    """(name, dtype, shape) of every output of ``mode``; -1 marks the rows (and the samples)."""
-    classes = len(manifest["classes"])
-    shapes = {
-        "probabilities": [-1, classes], "predicted_class": [-1], "logits": [-1, classes], "std": [-1, classes],
-        "predictive_entropy": [-1], "mutual_information": [-1], "samples": [-1, -1, classes],
-    }
-    return [
-        (name, np.dtype(np.int64 if name == PREDICTED_CLASS else np.float32), shapes[name])
-        for name in OUTPUT_NAMES[mode]
-    ]
+def output_specs(manifest: Manifest, mode: Mode) -> list[tuple[str, np.dtype, list[int]]]:
+    """(name, dtype, shape) of every output of ``mode``, from the output table; -1 marks the rows (and the samples)."""
+    sizes = manifest.sizes()
+    return [(spec.name, np.dtype(spec.dtype), spec.dims(sizes)) for spec in manifest.outputs(mode)]
 
 
-def all_output_specs(manifest: dict[str, Any]) -> list[tuple[str, np.dtype, list[int]]]:
+def all_output_specs(manifest: Manifest) -> list[tuple[str, np.dtype, list[int]]]:
     """The outputs of every mode, deterministic ones first, each name once."""
-    specs = {spec[0]: spec for mode in MODES for spec in output_specs(manifest, mode)}
+    specs = {spec[0]: spec for mode in Mode for spec in output_specs(manifest, mode)}
     return list(specs.values())
 
 
@@ -115,29 +109,29 @@ def _tensor_spec(name: str, dtype: np.dtype, shape: list[int]) -> v1.TensorSpec:
 def encode_model(model: ModelInfo) -> v1.GetModelResponse:
     """A served model version as a GetModelResponse; ``mc.max_samples`` is the limit requests are held to."""
     manifest = model.manifest
-    spec = manifest["input"]
-    normalisation = spec["normalisation"]
+    spec = manifest.input
+    normalisation = spec.normalisation
     return v1.GetModelResponse(
         name=model.name,
         version=model.version,
-        input=_tensor_spec(spec["name"], np.dtype(spec["dtype"]), [-1, *spec["shape"]]),
-        value_range=spec["value_range"],
-        normalisation=v1.Normalisation(
-            mean=normalisation["mean"], std=normalisation["std"], in_graph=normalisation["in_graph"]
+        input=_tensor_spec(spec.name, np.dtype(spec.dtype), [-1, *spec.shape]),
+        value_range=spec.value_range,
+        normalisation=None if normalisation is None else v1.Normalisation(
+            mean=normalisation.mean, std=normalisation.std, in_graph=normalisation.in_graph
         ),
-        classes=manifest["classes"],
-        dropout=v1.Dropout(flavour=manifest["dropout"]["flavour"], retain=manifest["dropout"]["retain"]),
-        max_norm=[0.0 if c is None else c for c in manifest["max_norm"]],
-        metrics=_numeric_metrics(manifest["metrics"]),
-        onnx=v1.Onnx(opset=manifest["onnx"]["opset"], ir_version=manifest["onnx"]["ir_version"]),
-        mc=v1.MonteCarlo(max_samples=model.max_mc_samples, rng=manifest["mc"]["rng"]),
-        deterministic_outputs=[_tensor_spec(*spec) for spec in output_specs(manifest, DETERMINISTIC)],
-        mc_outputs=[_tensor_spec(*spec) for spec in output_specs(manifest, MC)],
-        manifest_json=json.dumps(manifest, sort_keys=True),
+        classes=manifest.classes,
+        dropout=v1.Dropout(flavour=manifest.dropout.flavour, retain=manifest.dropout.retain),
+        max_norm=[0.0 if c is None else c for c in manifest.max_norm],
+        metrics=_numeric_metrics(manifest.metrics),
+        onnx=v1.Onnx(opset=manifest.onnx.opset, ir_version=manifest.onnx.ir_version),
+        mc=v1.MonteCarlo(max_samples=model.max_mc_samples, rng=manifest.mc.rng),
+        deterministic_outputs=[_tensor_spec(*spec) for spec in output_specs(manifest, Mode.DETERMINISTIC)],
+        mc_outputs=[_tensor_spec(*spec) for spec in output_specs(manifest, Mode.MC)],
+        manifest_json=json.dumps(manifest.to_dict(), sort_keys=True),
     )
 
 
-def _numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+def _numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """The numeric entries of the run's final metrics (nested or textual ones stay in manifest_json)."""
     return {
         key: float(value) for key, value in metrics.items()
@@ -282,18 +276,15 @@ def encode_server_metadata() -> oip.ServerMetadataResponse:
 
 def encode_model_metadata(model: ModelInfo) -> oip.ModelMetadataResponse:
     """A served model as a ModelMetadataResponse: its loaded versions, its input and the outputs of both modes."""
-    manifest = model.manifest
-    spec = manifest["input"]
+    spec = model.manifest.input
     tensor = oip.ModelMetadataResponse.TensorMetadata
     return oip.ModelMetadataResponse(
         name=model.name,
         versions=model.versions,
         platform=PLATFORM,
-        inputs=[
-            tensor(name=spec["name"], datatype=oip_datatype(np.dtype(spec["dtype"])), shape=[-1, *spec["shape"]])
-        ],
+        inputs=[tensor(name=spec.name, datatype=oip_datatype(np.dtype(spec.dtype)), shape=[-1, *spec.shape])],
         outputs=[
             tensor(name=name, datatype=oip_datatype(dtype), shape=shape)
-            for name, dtype, shape in all_output_specs(manifest)
+            for name, dtype, shape in all_output_specs(model.manifest)
         ],
     )

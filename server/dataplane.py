@@ -1,7 +1,8 @@
 """The protocol-free data plane both gRPC services call: validate, route, batch, answer, measure.
 
 It never imports grpc. Requests name a model and (optionally) a version of the repository, are
-checked against the server's limits and the model's input spec, queued on the batcher, and answered
+checked by the same code as the Predictor's (:mod:`server.request`: the model's input spec, its MC
+limit, the output table) and against the server's row limit, queued on the batcher, and answered
 with the outputs they asked for. Every request is counted and timed here, labelled with the
 status code name of its outcome (:mod:`server.status_codes`), so the gRPC layer records nothing:
 it hands over the decoding of a wire message (:meth:`DataPlane.infer_encoded`), so that requests
@@ -15,33 +16,22 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from dropnet.core.errors import DropnetError, InvalidInputError
-from dropnet.core.seeding import row_seeds
-from dropnet.server.batcher import Batcher, Outputs, RunSpec
+from dropnet.core.errors import DropnetError
+from dropnet.core.manifest import Manifest
+from dropnet.core.outputs import Mode
+from dropnet.server.batcher import Batcher, RunSpec
 from dropnet.server.metrics import ServerMetrics
 from dropnet.server.providers import choose_provider
-from dropnet.server.repository import LoadedModel, ModelRef, ModelRepository
+from dropnet.server.repository import ModelRef, ModelRepository
+from dropnet.server.request import MODES, answer, check_request
 from dropnet.server.settings import ServerSettings
 from dropnet.server.status_codes import status_code_name
-from dropnet.server.validation import check_int, resolve_seed
 
 log = logging.getLogger(__name__)
 
-MODES = ("deterministic", "mc")
-PREDICTED_CLASS = "predicted_class"
-OUTPUT_NAMES = {
-    "deterministic": ("probabilities", PREDICTED_CLASS, "logits"),
-    "mc": ("probabilities", PREDICTED_CLASS, "std", "predictive_entropy", "mutual_information", "samples"),
-}
-"""Every output a request may name, per mode."""
-DEFAULT_OUTPUTS = {mode: tuple(name for name in names if name != "samples") for mode, names in OUTPUT_NAMES.items()}
-"""Outputs returned when a request names none: all but ``samples``."""
-DEFAULT_MC_SAMPLES = 100
-"""MC samples T when an MC request gives none (capped at the model's limit, ``Predictor.max_mc_samples``)."""
 UNKNOWN_LABEL = "_unknown"
 """Metric label for a model or mode the server does not have, so clients cannot grow the label set."""
 
@@ -54,11 +44,11 @@ class InferRequest:
     version: str | None
     """None (or "") for the latest loaded version."""
     x: np.ndarray
-    """Rows of the model's input, any numeric dtype; validated by the Predictor."""
+    """Rows of the model's input, any numeric dtype; converted to the input's dtype when checked."""
     mode: str = "deterministic"
     """"deterministic" or "mc"."""
     mc_samples: int | None = None
-    """MC samples T (mc mode; None: the server's default); must be None in deterministic mode."""
+    """MC samples T (mc mode; None: ``server.request.DEFAULT_MC_SAMPLES``); must be None in deterministic mode."""
     seed: int | None = None
     """MC mask seed (None: drawn from OS entropy and reported); must be None in deterministic mode."""
     outputs: tuple[str, ...] | None = None
@@ -87,7 +77,7 @@ class ModelInfo:
     """The served version (the directory name in a versioned layout, which may differ from the manifest's)."""
     versions: tuple[str, ...]
     """Every loaded version of the model, oldest first."""
-    manifest: dict[str, Any]
+    manifest: Manifest
     max_mc_samples: int
     """The largest mc_samples a request may ask for: the server's limit, lowered to the package's own."""
 
@@ -177,55 +167,23 @@ class DataPlane:
             error = exc
             raise
         finally:
-            mode = request.mode if request is not None and request.mode in MODES else UNKNOWN_LABEL
+            mode = Mode(request.mode).value if request is not None and request.mode in MODES else UNKNOWN_LABEL
             label = model if self.repository.has_model(model) else UNKNOWN_LABEL
             self.metrics.record(label, mode, status_code_name(error), time.perf_counter() - started)
 
     async def _infer(self, request: InferRequest) -> InferResult:
         if self._batcher is None:
             raise DropnetError("the data plane is not started; call start() before infer()")
-        if request.mode not in MODES:
-            raise InvalidInputError(f"mode must be one of {list(MODES)}, got {request.mode!r}")
-        outputs = self._check_outputs(request.mode, request.outputs)
         model = self.repository.get(request.model, request.version)
-        num_samples, seed = self._check_mc(request, model)
-        x = model.predictor.validate_input(request.x, max_rows=self.settings.max_rows_per_request)
-        rows = x.shape[0]
-        graph_outputs = tuple(dict.fromkeys("probabilities" if name == PREDICTED_CLASS else name for name in outputs))
-        spec = RunSpec(model.name, model.version, request.mode, num_samples)
-        seeds = row_seeds(seed, rows) if seed is not None else None
-        answer = await self._batcher.submit(spec, model.predictor, x, seeds, graph_outputs)
-        return InferResult(model.name, model.version, _select(answer, outputs), seed)
-
-    @staticmethod
-    def _check_outputs(mode: str, outputs: tuple[str, ...] | None) -> tuple[str, ...]:
-        """The requested output names, without duplicates, or the mode's defaults."""
-        if not outputs:
-            return DEFAULT_OUTPUTS[mode]
-        unknown = [name for name in outputs if name not in OUTPUT_NAMES[mode]]
-        if unknown:
-            raise InvalidInputError(
-                f"unknown output(s) {unknown} for mode {mode!r}; expected some of {list(OUTPUT_NAMES[mode])}"
-            )
-        return tuple(dict.fromkeys(outputs))
-
-    @staticmethod
-    def _check_mc(request: InferRequest, model: LoadedModel) -> tuple[int, int | None]:
-        """MC samples T (0 in deterministic mode) and the seed (drawn when an MC request gives none).
-
-        T is held to the model's limit (the server's ``max_mc_samples`` lowered to the package's own).
-        """
-        if request.mode != "mc":
-            for name in ("mc_samples", "seed"):
-                if getattr(request, name) is not None:
-                    raise InvalidInputError(
-                        f"{name} applies to mode 'mc' only; got {getattr(request, name)!r} in mode 'deterministic'"
-                    )
-            return 0, None
-        limit = model.predictor.max_mc_samples
-        samples = min(DEFAULT_MC_SAMPLES, limit) if request.mc_samples is None else request.mc_samples
-        seed = resolve_seed(request.seed)
-        return check_int("mc_samples", samples, 1, limit), seed
+        checked = check_request(
+            model.predictor, request.x, request.mode, request.mc_samples, request.seed, request.outputs,
+            max_rows=self.settings.max_rows_per_request,
+        )
+        spec = RunSpec(model.name, model.version, checked.mode.value, checked.num_samples)
+        graph = await self._batcher.submit(
+            spec, model.predictor, checked.x, checked.row_seeds(), checked.graph_outputs
+        )
+        return InferResult(model.name, model.version, answer(checked, graph), checked.seed)
 
     def _forget(self, name: str, version: str) -> None:
         """Drop what the batcher and the metrics keep for a model version that no longer serves."""
@@ -234,10 +192,3 @@ class DataPlane:
         if not self.repository.has_model(name):
             self.metrics.forget_model(name)
 
-
-def _select(answer: Outputs, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """``outputs`` in order from the graph's ``answer``, adding ``predicted_class`` (argmax, int64)."""
-    return {
-        name: answer["probabilities"].argmax(axis=1).astype(np.int64) if name == PREDICTED_CLASS else answer[name]
-        for name in outputs
-    }

@@ -1,4 +1,4 @@
-"""The embedded inference engine: one model package, two onnxruntime sessions, validated inputs.
+"""The embedded inference engine: one model package, two onnxruntime sessions, checked requests.
 
 No grpc, torch or trainer imports here: a serving install needs onnxruntime and numpy only.
 
@@ -9,7 +9,7 @@ No grpc, torch or trainer imports here: a serving install needs onnxruntime and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,43 +18,49 @@ import numpy as np
 import onnxruntime as ort
 
 from dropnet.core.errors import ConfigError, InvalidInputError, ModelPackageError
-from dropnet.core.manifest import (
-    DETERMINISTIC_FILE,
-    DETERMINISTIC_INPUTS,
-    DETERMINISTIC_OUTPUTS,
-    MC_FILE,
-    MC_INPUTS,
-    MC_OUTPUTS,
+from dropnet.core.manifest import GRAPH_FILES, GRAPH_INPUTS, INPUT_NAME, NUM_SAMPLES_INPUT, SEED_INPUT, Manifest
+from dropnet.core.outputs import (
+    PREDICTED_CLASS,
+    SAMPLES,
+    Mode,
+    all_output_names,
+    default_output_names,
+    graph_output_names,
 )
-from dropnet.core.seeding import row_seeds as make_row_seeds
 from dropnet.server.package import ModelPackage, read_package
 from dropnet.server.providers import choose_provider
-from dropnet.server.sessions import create_session, run_session
-from dropnet.server.validation import as_batch, check_int, check_row_seeds, resolve_seed
+from dropnet.server.request import CheckedRequest, answer, check_request
+from dropnet.server.sessions import ORT_TENSOR_TYPES, create_session, run_session
+from dropnet.server.validation import check_row_seeds
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Prediction:
-    """Predictions for a batch of B rows over C classes (MC fields are None for a deterministic run)."""
+    """The outputs of one prediction, by name, as the output table of the model's task and mode lists them.
 
-    probabilities: np.ndarray
-    """[B, C] class probabilities (for MC: the mean over samples)."""
-    predicted_class: np.ndarray
-    """[B] int64 argmax of ``probabilities``."""
-    labels: list[str]
-    """Class label of each row's predicted class."""
-    std: np.ndarray | None = None
-    """[B, C] standard deviation of each class probability over the MC samples."""
-    predictive_entropy: np.ndarray | None = None
-    """[B] entropy of the mean prediction (nats)."""
-    mutual_information: np.ndarray | None = None
-    """[B] predictive entropy minus the mean entropy of the samples (nats): model uncertainty."""
-    samples: np.ndarray | None = None
-    """[T, B, C] per-sample probabilities, when asked for."""
+    Each output name of the table is also an attribute: ``prediction.probabilities``,
+    ``prediction.std``, ... (None when this mode has no such output or it was not asked for).
+    """
+
+    outputs: Mapping[str, np.ndarray]
+    """The mode's default outputs (and ``samples`` when asked for), in the table's order."""
+    classes: tuple[str, ...]
+    """The model's class labels (empty for regression)."""
     seed: int | None = None
-    """The MC seed used (drawn from OS entropy when none was given)."""
+    """The MC seed used (drawn from OS entropy when none was given); None for a deterministic run."""
+
+    @property
+    def labels(self) -> list[str] | None:
+        """The class label of each row's predicted class (None without ``predicted_class``)."""
+        predicted = self.outputs.get(PREDICTED_CLASS)
+        return None if predicted is None else [self.classes[i] for i in predicted]
+
+    def __getattr__(self, name: str) -> np.ndarray | None:
+        if name in all_output_names():
+            return self.outputs.get(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 class Predictor:
@@ -72,10 +78,8 @@ class Predictor:
         self._provider = provider
         self._deterministic = deterministic
         self._mc = mc
-        self.max_mc_samples = min(max_mc_samples, package.manifest["mc"]["max_samples"])
+        self.max_mc_samples = min(max_mc_samples, package.manifest.mc.max_samples)
         """Largest T accepted: the caller's bound, lowered to the package's own limit."""
-        self.input_shape: tuple[int, ...] = tuple(package.manifest["input"]["shape"])
-        self.classes: list[str] = list(package.manifest["classes"])
 
     @classmethod
     def load(
@@ -97,99 +101,105 @@ class Predictor:
             raise ConfigError(f"max_mc_samples must be a positive integer, got {max_mc_samples!r}")
         provider = choose_provider(device)
         package = read_package(model_dir)
-        deterministic = create_session(
-            package.deterministic, str(package.path / DETERMINISTIC_FILE), provider, intra_op_threads, spin_wait,
-            DETERMINISTIC_INPUTS, DETERMINISTIC_OUTPUTS,
-        )
-        mc = create_session(
-            package.mc, str(package.path / MC_FILE), provider, intra_op_threads, spin_wait, MC_INPUTS, MC_OUTPUTS
-        )
-        for file_name, session in ((DETERMINISTIC_FILE, deterministic), (MC_FILE, mc)):
-            _check_against_manifest(session, package.manifest, str(package.path / file_name))
-        log.info("loaded model %s version %s from %s on %s", package.manifest["name"],
-                 package.manifest["version"], package.path, provider)
-        return cls(package, provider, deterministic, mc, max_mc_samples)
+        manifest = package.manifest
+        sessions = {}
+        for mode in Mode:
+            what = str(package.path / GRAPH_FILES[mode])
+            sessions[mode] = create_session(
+                package.graphs[mode], what, provider, GRAPH_INPUTS[mode], graph_output_names(manifest.task, mode),
+                intra_op_threads, spin_wait,
+            )
+            _check_against_manifest(sessions[mode], manifest, mode, what)
+        log.info("loaded model %s version %s from %s on %s", manifest.name, manifest.version, package.path, provider)
+        return cls(package, provider, sessions[Mode.DETERMINISTIC], sessions[Mode.MC], max_mc_samples)
 
     @property
-    def manifest(self) -> dict[str, Any]:
-        """The parsed ``manifest.json``."""
+    def manifest(self) -> Manifest:
+        """The package's validated manifest."""
         return self._package.manifest
 
     @property
     def name(self) -> str:
-        return str(self.manifest["name"])
+        return self.manifest.name
 
     @property
     def version(self) -> str:
-        return str(self.manifest["version"])
+        return self.manifest.version
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one example."""
+        return self.manifest.input.shape
 
     @property
     def provider(self) -> str:
         """"CUDAExecutionProvider" or "CPUExecutionProvider"."""
         return self._provider
 
-    def validate_input(self, x: Any, max_rows: int | None = None) -> np.ndarray:
-        """``x`` as float32 [B, *shape], or :class:`InvalidInputError` saying what was expected.
-
-        ``max_rows`` (None: no limit) bounds B, checked before the values are converted.
-        """
-        return as_batch(x, self.input_shape, max_rows)
+    def run(self, request: CheckedRequest) -> dict[str, np.ndarray]:
+        """The requested outputs of ``request`` (from ``server.request.check_request``), in one onnxruntime run."""
+        if request.mode is Mode.MC:
+            graph = self.run_mc(request.x, request.num_samples, request.row_seeds(), request.graph_outputs)
+        else:
+            graph = self.run_deterministic(request.x)
+        return answer(request, graph)
 
     def run_deterministic(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """``logits`` and ``probabilities`` [B, C] of the weight-scaled network for validated rows ``x``."""
-        return run_session(self._deterministic, f"{self.name}/{DETERMINISTIC_FILE}", DETERMINISTIC_OUTPUTS, {"x": x})
+        """Every graph output of the weight-scaled network for checked rows ``x`` (``CheckedRequest.x``)."""
+        outputs = graph_output_names(self.manifest.task, Mode.DETERMINISTIC)
+        return run_session(self._deterministic, self._what(Mode.DETERMINISTIC), outputs, {INPUT_NAME: x})
 
     def run_mc(
-        self, x: np.ndarray, num_samples: int, row_seeds: np.ndarray, outputs: Sequence[str] = MC_OUTPUTS
+        self, x: np.ndarray, num_samples: int, row_seeds: np.ndarray, outputs: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
-        """The requested MC ``outputs`` for validated rows ``x``, T = ``num_samples``, one seed per row."""
-        unknown = [name for name in outputs if name not in MC_OUTPUTS]
-        if unknown:
-            raise InvalidInputError(f"unknown MC output(s) {unknown}; expected some of {list(MC_OUTPUTS)}")
-        samples = check_int("mc_samples", num_samples, 1, self.max_mc_samples)
+        """The MC graph ``outputs`` (None: all) for checked rows ``x`` and T = ``num_samples``, one seed per row.
+
+        ``num_samples`` and ``outputs`` are those of a :class:`CheckedRequest` (or a batch of them):
+        they are not checked again here.
+        """
+        names = graph_output_names(self.manifest.task, Mode.MC) if outputs is None else outputs
         feeds = {
-            "x": x,
-            "num_samples": np.array(samples, dtype=np.int64),
-            "seed": check_row_seeds(row_seeds, x.shape[0]),
+            INPUT_NAME: x,
+            NUM_SAMPLES_INPUT: np.array(num_samples, dtype=np.int64),
+            SEED_INPUT: check_row_seeds(row_seeds, x.shape[0]),
         }
-        return run_session(self._mc, f"{self.name}/{MC_FILE}", outputs, feeds)
+        return run_session(self._mc, self._what(Mode.MC), names, feeds)
 
     def predict(
         self, x: Any, mc_samples: int | None = None, seed: int | None = None, return_samples: bool = False
     ) -> Prediction:
         """Predict rows ``x``: weight scaling when ``mc_samples`` is None, else MC model averaging."""
-        batch = self.validate_input(x)
-        if mc_samples is None:
-            if seed is not None or return_samples:
-                raise InvalidInputError(
-                    "seed and return_samples apply to Monte-Carlo prediction only; give mc_samples too"
-                )
-            return self._prediction(self.run_deterministic(batch)["probabilities"])
-        samples = check_int("mc_samples", mc_samples, 1, self.max_mc_samples)
-        used_seed = resolve_seed(seed)
-        wanted = [name for name in MC_OUTPUTS if return_samples or name != "samples"]
-        out = self.run_mc(batch, samples, make_row_seeds(used_seed, batch.shape[0]), wanted)
-        return self._prediction(
-            out["probabilities"],
-            std=out["std"],
-            predictive_entropy=out["predictive_entropy"],
-            mutual_information=out["mutual_information"],
-            samples=out.get("samples"),
-            seed=used_seed,
-        )
+        if mc_samples is None and (seed is not None or return_samples):
+            raise InvalidInputError("seed and return_samples apply to Monte-Carlo prediction only; give mc_samples too")
+        mode = Mode.DETERMINISTIC if mc_samples is None else Mode.MC
+        outputs = (*default_output_names(self.manifest.task, mode), SAMPLES) if return_samples else None
+        request = check_request(self, x, mode, mc_samples, seed, outputs)
+        return Prediction(self.run(request), self.manifest.classes, request.seed)
 
-    def _prediction(self, probabilities: np.ndarray, **mc: Any) -> Prediction:
-        predicted = probabilities.argmax(axis=1).astype(np.int64)
-        return Prediction(probabilities, predicted, [self.classes[i] for i in predicted], **mc)
+    def _what(self, mode: Mode) -> str:
+        return f"{self.name}/{GRAPH_FILES[mode]}"
 
 
-def _check_against_manifest(session: ort.InferenceSession, manifest: dict[str, Any], what: str) -> None:
-    """Refuse a graph whose input shape or class count differs from what the manifest says."""
-    x = next(i for i in session.get_inputs() if i.name == "x")
-    probabilities = next(o for o in session.get_outputs() if o.name == "probabilities")
-    expected_shape, classes = list(manifest["input"]["shape"]), len(manifest["classes"])
-    if list(x.shape[1:]) != expected_shape or probabilities.shape[-1] != classes:
+def _check_against_manifest(session: ort.InferenceSession, manifest: Manifest, mode: Mode, what: str) -> None:
+    """Refuse a graph whose input or output shapes, or input type, differ from what the manifest says."""
+    spec = manifest.input
+    x = next(i for i in session.get_inputs() if i.name == INPUT_NAME)
+    if x.type != ORT_TENSOR_TYPES[spec.dtype]:
         raise ModelPackageError(
-            f"{what}: graph takes x {x.shape} and gives probabilities {probabilities.shape}; the manifest "
-            f"expects x (batch, {', '.join(map(str, expected_shape))}) and {classes} classes"
+            f"{what}: graph takes x of type {x.type}; "
+            f"the manifest expects {spec.dtype} ({ORT_TENSOR_TYPES[spec.dtype]})"
         )
+    shapes = {o.name: o.shape for o in session.get_outputs()}
+    sizes = manifest.sizes()
+    for output in manifest.outputs(mode):
+        if not output.in_graph:
+            continue
+        shape = shapes[output.name]
+        fits = len(shape) == len(output.shape) and all(
+            shape[axis] == sizes[symbol] for axis, symbol in enumerate(output.shape) if symbol in sizes
+        )
+        if list(x.shape[1:]) != list(spec.shape) or not fits:
+            raise ModelPackageError(
+                f"{what}: graph takes x {x.shape} and gives {output.name} {shape}; the manifest expects "
+                f"x (batch, {', '.join(map(str, spec.shape))}) and {len(manifest.labels)} {manifest.labels_key}"
+            )

@@ -26,14 +26,17 @@ import numpy as np
 
 from dropnet.core.errors import ConfigError, DropnetError, ModelPackageError, NotFoundError
 from dropnet.core.manifest import MANIFEST_FILE, ONNX_FILES
-from dropnet.core.seeding import row_seeds
+from dropnet.core.outputs import Mode, output_spec
 from dropnet.server.predictor import Predictor
+from dropnet.server.request import check_request
 from dropnet.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENT_LOADS = 2
 """Packages loaded (read, hashed, sessions created, test-run) at the same time by one scan."""
+VERIFY_MC_SAMPLES = 2
+"""T of the test inference in MC mode (at most the model's limit)."""
 
 Fingerprint = tuple[tuple[int, int, int] | None, ...]
 """(mtime_ns, size, inode) of the manifest and each ONNX file; None for a missing file."""
@@ -104,21 +107,26 @@ def discover(models_dir: Path) -> dict[Path, tuple[PackageDir, Fingerprint]]:
 
 
 def verify_inference(predictor: Predictor, where: Path) -> None:
-    """Run one row at the midpoint of the input's value range in both modes; raise if the answers are wrong."""
-    spec = predictor.manifest["input"]
-    low, high = spec["value_range"]
-    x = np.full((1, *spec["shape"]), (low + high) / 2, dtype=np.float32)
-    answers = {
-        "deterministic": predictor.run_deterministic(x)["probabilities"],
-        "mc": predictor.run_mc(x, 2, row_seeds(0, 1), ("probabilities",))["probabilities"],
-    }
-    expected = (1, len(predictor.manifest["classes"]))
-    for mode, probabilities in answers.items():
-        if probabilities.shape != expected or not np.all(np.isfinite(probabilities)):
-            raise ModelPackageError(
-                f"{where}: test inference in {mode} mode gave probabilities of shape {probabilities.shape} "
-                f"with values {probabilities.ravel()[:4].tolist()}...; expected finite values of shape {expected}"
-            )
+    """Run one row at the midpoint of the input's value range in both modes; raise if an output is wrong.
+
+    Every default output must have its output-table shape, and float outputs finite values.
+    """
+    manifest = predictor.manifest
+    spec = manifest.input
+    low, high = spec.value_range
+    x = np.full((1, *spec.shape), (low + high) // 2 if spec.is_integer else (low + high) / 2, dtype=spec.dtype)
+    samples = min(VERIFY_MC_SAMPLES, predictor.max_mc_samples)
+    sizes = {"B": 1, "T": samples, **manifest.sizes()}
+    for mode in Mode:
+        mc = mode is Mode.MC
+        outputs = predictor.run(check_request(predictor, x, mode, samples if mc else None, 0 if mc else None))
+        for name, value in outputs.items():
+            expected = tuple(output_spec(manifest.task, mode, name).dims(sizes))
+            if value.shape != expected or (value.dtype.kind == "f" and not np.all(np.isfinite(value))):
+                raise ModelPackageError(
+                    f"{where}: test inference in {mode.value} mode gave {name} of shape {value.shape} "
+                    f"with values {value.ravel()[:4].tolist()}...; expected finite values of shape {expected}"
+                )
 
 
 def _by_name(loaded: dict[Path, LoadedModel]) -> dict[str, dict[str, LoadedModel]]:

@@ -1,4 +1,8 @@
-"""onnxruntime sessions: creation and runs, with onnxruntime's errors turned into dropnet errors."""
+"""onnxruntime sessions: creation and runs, with onnxruntime's errors turned into dropnet errors.
+
+The one wrapper around onnxruntime's own exceptions, used by the Predictor and by the exporter's
+check of the graphs it writes.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnxruntime as ort
 
-from dropnet.core.errors import ConfigError, DropnetError, ModelPackageError
+from dropnet.core.errors import ConfigError, ModelPackageError
 from dropnet.server.providers import CPU, CUDA
 
 _ORT_STATE = ort.capi.onnxruntime_pybind11_state
@@ -16,12 +20,27 @@ _ORT_ERRORS: tuple[type[Exception], ...] = (RuntimeError,) + tuple(
     obj for obj in vars(_ORT_STATE).values() if isinstance(obj, type) and issubclass(obj, Exception)
 )
 
+ORT_TENSOR_TYPES = {
+    "float32": "tensor(float)", "float64": "tensor(double)", "float16": "tensor(float16)",
+    "int64": "tensor(int64)", "int32": "tensor(int32)", "uint8": "tensor(uint8)",
+}
+"""onnxruntime's name of the element type of each input dtype the manifest allows."""
+
 
 def create_session(
-    model: bytes, what: str, provider: str, intra_op_threads: int | None, spin_wait: bool,
-    inputs: Sequence[str], outputs: Sequence[str],
+    model: bytes,
+    what: str,
+    provider: str,
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    intra_op_threads: int | None = None,
+    spin_wait: bool = False,
 ) -> ort.InferenceSession:
-    """A session for ``model`` (named ``what`` in errors) on ``provider``, checked to have the given inputs/outputs."""
+    """A session for ``model`` (named ``what`` in errors) on ``provider``, checked to have the given inputs/outputs.
+
+    ``intra_op_threads`` None leaves onnxruntime's default; ``spin_wait`` lets idle intra-op threads
+    busy-wait for the next run.
+    """
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: placement notes on CUDA are not worth a warning
     if intra_op_threads is not None:
@@ -47,10 +66,12 @@ def create_session(
 def run_session(
     session: ort.InferenceSession, what: str, outputs: Sequence[str], feeds: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
-    """Run ``session`` and return the requested outputs by name."""
+    """Run ``session`` and return the requested outputs by name; ModelPackageError when onnxruntime fails."""
     try:
         values = session.run(list(outputs), feeds)
     except _ORT_ERRORS as exc:
         shapes = {name: value.shape for name, value in feeds.items()}
-        raise DropnetError(f"{what} failed to run on inputs of shapes {shapes}: {exc}") from None
+        raise ModelPackageError(
+            f"{what}: onnxruntime {ort.__version__} failed to run it on inputs of shapes {shapes} ({exc})"
+        ) from None
     return dict(zip(outputs, values))

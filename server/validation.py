@@ -1,4 +1,4 @@
-"""Checks of inference inputs against a model's manifest; each failure says what was expected."""
+"""Checks of inference inputs against a model's input spec; each failure says what was expected."""
 
 from __future__ import annotations
 
@@ -8,41 +8,61 @@ from typing import Any
 import numpy as np
 
 from dropnet.core.errors import InvalidInputError
+from dropnet.core.manifest import InputSpec
 from dropnet.core.seeding import INT64_MAX, INT64_MIN
 
 _NUMERIC_KINDS = "fiu"  # float, signed and unsigned int; bool, complex, strings and objects are refused
+_INTEGER_KINDS = "iu"
 
 
-def as_batch(x: Any, shape: tuple[int, ...], max_rows: int | None = None) -> np.ndarray:
-    """``x`` as a contiguous float32 array [B, *shape] (a single example of ``shape`` gives B = 1).
+def as_batch(x: Any, spec: InputSpec, max_rows: int | None = None) -> np.ndarray:
+    """``x`` as a contiguous array [B, *spec.shape] of ``spec.dtype`` (a single example gives B = 1).
 
-    ``max_rows`` bounds B; it is checked on the shape, before any value is converted or inspected.
+    A float input takes any real numbers and refuses what is not finite in its dtype; an integer
+    input (e.g. token ids) takes integers within ``spec.value_range``. ``max_rows`` bounds B; it is
+    checked on the shape, before any value is converted or inspected.
     """
-    expected = f"(batch, {', '.join(map(str, shape))}) or {tuple(shape)}"
+    shape = tuple(spec.shape)
+    expected = f"(batch, {', '.join(map(str, shape))}) or {shape}"
     try:
         array = np.asarray(x)
     except (ValueError, TypeError) as exc:
         raise InvalidInputError(f"x is not a rectangular numeric array ({exc}); expected shape {expected}") from None
-    if array.dtype.kind not in _NUMERIC_KINDS:
-        raise InvalidInputError(f"x has dtype {array.dtype}; expected float or integer numbers (converted to float32)")
-    if array.shape == tuple(shape):
+    kinds, numbers = (_INTEGER_KINDS, "integers") if spec.is_integer else (_NUMERIC_KINDS, "float or integer numbers")
+    if array.dtype.kind not in kinds:
+        raise InvalidInputError(f"x has dtype {array.dtype}; expected {numbers} (converted to {spec.dtype})")
+    if array.shape == shape:
         array = array[np.newaxis]
-    elif array.shape[1:] != tuple(shape):
+    elif array.shape[1:] != shape:
         raise InvalidInputError(f"x has shape {array.shape}; expected {expected}")
     if array.shape[0] < 1:
-        raise InvalidInputError(
-            f"x has shape {array.shape}: an empty batch; expected at least one row of {tuple(shape)}"
-        )
+        raise InvalidInputError(f"x has shape {array.shape}: an empty batch; expected at least one row of {shape}")
     if max_rows is not None and array.shape[0] > max_rows:
         raise InvalidInputError(f"x has {array.shape[0]} rows; expected at most {max_rows} rows per request")
+    return _integers(array, spec) if spec.is_integer else _finite(array, spec.dtype)
+
+
+def _finite(array: np.ndarray, dtype: str) -> np.ndarray:
+    """``array`` as ``dtype``, refused if a value is not finite there."""
     with np.errstate(over="ignore"):
-        batch = np.ascontiguousarray(array, dtype=np.float32)
+        batch = np.ascontiguousarray(array, dtype=dtype)
     bad = int(batch.size - np.count_nonzero(np.isfinite(batch)))
     if bad:
         raise InvalidInputError(
-            f"x holds {bad} non-finite value(s) (NaN, inf, or beyond the float32 range); expected finite numbers"
+            f"x holds {bad} non-finite value(s) (NaN, inf, or beyond the {dtype} range); expected finite numbers"
         )
     return batch
+
+
+def _integers(array: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """``array`` as ``spec.dtype``, refused if a value lies outside ``spec.value_range``."""
+    low, high = (int(bound) for bound in spec.value_range)
+    smallest, largest = int(array.min()), int(array.max())
+    if smallest < low or largest > high:
+        raise InvalidInputError(
+            f"x holds integers in {smallest}..{largest}; expected integers in {low}..{high} (the input's value_range)"
+        )
+    return np.ascontiguousarray(array, dtype=spec.dtype)
 
 
 def check_int(name: str, value: Any, low: int, high: int) -> int:

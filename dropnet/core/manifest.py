@@ -1,39 +1,231 @@
-"""The model package's ``manifest.json`` and the ONNX ``metadata_props``: schema, builder, checks.
+"""The model package's ``manifest.json``: a frozen, typed :class:`Manifest`, validated once when read.
 
-This module is the contract between the exporter (which writes packages) and the server (which
-reads them), so it imports the standard library only: a serving install can use it without torch
-or onnx.
+This module is the contract between whatever writes packages (the exporter) and whatever reads
+them (the Predictor, the server, ``dropnet predict``). :meth:`Manifest.from_dict` checks every key
+any of them reads and refuses a bad one with a :class:`ModelPackageError` naming the key path and
+what was expected, so a package that loads never fails later for its manifest.
+
+Formats: ``dropnet-model/2`` is written; ``dropnet-model/1`` (classification packages without
+``task`` and without per-site dropout details) still loads. Standard library only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Any
 
 from dropnet.core.errors import ModelPackageError
+from dropnet.core.jsonfields import JsonObject, frozen, is_int, is_number, thawed
+from dropnet.core.outputs import Mode, OutputSpec, Task, output_specs
 
-FORMAT = "dropnet-model/1"
+FORMAT = "dropnet-model/2"
+"""The format packages are written in."""
+FORMAT_V1 = "dropnet-model/1"
+"""The first format: a classification package; its dropout sites carry no module path."""
+FORMATS = (FORMAT, FORMAT_V1)
 MANIFEST_FILE = "manifest.json"
 DETERMINISTIC_FILE = "deterministic.onnx"
 MC_FILE = "mc.onnx"
 ONNX_FILES = (DETERMINISTIC_FILE, MC_FILE)
+GRAPH_FILES = {Mode.DETERMINISTIC: DETERMINISTIC_FILE, Mode.MC: MC_FILE}
 INPUT_NAME = "x"
-DETERMINISTIC_INPUTS = (INPUT_NAME,)
-DETERMINISTIC_OUTPUTS = ("logits", "probabilities")
-MC_INPUTS = (INPUT_NAME, "num_samples", "seed")
-MC_OUTPUTS = ("probabilities", "std", "predictive_entropy", "mutual_information", "samples")
+NUM_SAMPLES_INPUT = "num_samples"
+SEED_INPUT = "seed"
+GRAPH_INPUTS = {Mode.DETERMINISTIC: (INPUT_NAME,), Mode.MC: (INPUT_NAME, NUM_SAMPLES_INPUT, SEED_INPUT)}
+"""The inputs of each graph; only ``x`` is described by the manifest, the others are fixed."""
 MAX_MC_SAMPLES = 1000
 """Default bound on T; lower when the mc graph's noise counters allow fewer samples."""
-REQUIRED_FIELDS = (
-    "format", "name", "version", "created", "dropnet_version", "versions", "source_run", "input",
-    "classes", "architecture", "dropout", "max_norm", "onnx", "files", "mc", "metrics",
-)
+INPUT_DTYPES = ("float32", "float64", "float16", "int64", "int32", "uint8")
+"""numpy dtype names an input may have (each has a dropnet.v1 DataType and an OIP datatype)."""
+DROPOUT_KINDS = ("paper", "inverted", "gaussian")
+"""The noise of a dropout site: the paper's Bernoulli masks (test-time weights scaled by p), inverted
+Bernoulli masks (scaled by 1/p in training) or multiplicative gaussian noise N(1, (1-p)/p)."""
+MASK_GRANULARITIES = ("element", "channel")
+"""One mask value per unit, or one per feature map (channel) shared by its positions."""
+MIXED = "mixed"
+"""The package-wide dropout flavour when sites differ in kind."""
+SHA256_HEX_DIGITS = 64
 
 
-def data_digest(data: bytes) -> dict[str, Any]:
-    """``{"sha256": hex digest, "bytes": size}`` of ``data``."""
-    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+@dataclass(frozen=True)
+class Normalisation:
+    """(x - mean) / std applied to raw inputs."""
+
+    mean: float
+    std: float
+    in_graph: bool
+    """True when the graphs apply it themselves (clients send raw values)."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The one model input, ``x``: one example's shape, its element type and the values it takes."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    """numpy dtype name, one of :data:`INPUT_DTYPES`; requests are converted to it."""
+    value_range: tuple[float, float]
+    """[low, high] of the raw values seen in training; for an integer dtype the valid values (e.g. token ids)."""
+    normalisation: Normalisation | None = None
+    """None when the graphs take the values as they are (e.g. token ids)."""
+
+    @property
+    def is_integer(self) -> bool:
+        """Whether the input holds integers (requests must then send integers within ``value_range``)."""
+        return _is_integer_dtype(self.dtype)
+
+
+@dataclass(frozen=True)
+class DropoutSite:
+    """One dropout site of the network, in network order."""
+
+    path: str | None
+    """The module's path in the network (its index in an nn.Sequential, or a dotted path such as
+    "encoder.drop1"); None in ``dropnet-model/1`` packages, which did not record it."""
+    kind: str
+    """One of :data:`DROPOUT_KINDS`."""
+    retain: float
+    """Keep probability p in (0, 1]; the drop probability is 1 - p."""
+    granularity: str = "element"
+    """One of :data:`MASK_GRANULARITIES`."""
+
+
+@dataclass(frozen=True)
+class DropoutSpec:
+    """Every dropout site of the network; the sites the mc graph samples masks for."""
+
+    sites: tuple[DropoutSite, ...]
+
+    @property
+    def flavour(self) -> str:
+        """The kind all sites share, or :data:`MIXED`."""
+        kinds = {site.kind for site in self.sites}
+        return kinds.pop() if len(kinds) == 1 else MIXED
+
+    @property
+    def retain(self) -> tuple[float, ...]:
+        """Each site's keep probability p, in network order."""
+        return tuple(site.retain for site in self.sites)
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    """Size and SHA-256 of one file of the package."""
+
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class OnnxVersions:
+    opset: int
+    ir_version: int
+
+
+@dataclass(frozen=True)
+class MonteCarlo:
+    max_samples: int
+    """Largest T the mc graph accepts."""
+    rng: str
+    """Name of the scheme that turns seeds into dropout noise."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A model package's manifest. Build it with :meth:`from_dict` (reading) or :func:`build_manifest` (writing)."""
+
+    format: str
+    name: str
+    version: str
+    created: str
+    dropnet_version: str
+    versions: Mapping[str, str]
+    """Library versions at export (dropnet, torch, onnx, onnxruntime, ...)."""
+    source_run: Mapping[str, Any]
+    """Where the network came from (for a trained run: its config, creation time and command)."""
+    task: Task
+    input: InputSpec
+    classes: tuple[str, ...]
+    """Class labels (classification; C = their number); empty for regression."""
+    targets: tuple[str, ...]
+    """Names of the D regression targets; empty for classification."""
+    architecture: Mapping[str, Any]
+    dropout: DropoutSpec
+    max_norm: tuple[float | None, ...]
+    """Max-norm bound per weight layer, None where a layer is unconstrained."""
+    onnx: OnnxVersions
+    files: Mapping[str, FileDigest]
+    """Digest of each of :data:`ONNX_FILES` (empty in a draft)."""
+    mc: MonteCarlo
+    metrics: Mapping[str, Any]
+    """Final metrics of the training run (any JSON values)."""
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str) -> Manifest:
+        """The manifest in the parsed JSON ``raw``, or a ModelPackageError naming ``where`` and the bad key."""
+        return _parse(raw, where)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON content of ``manifest.json``, in this manifest's format."""
+        raw: dict[str, Any] = {
+            "format": self.format,
+            "name": self.name,
+            "version": self.version,
+            "created": self.created,
+            "dropnet_version": self.dropnet_version,
+            "versions": thawed(self.versions),
+            "source_run": thawed(self.source_run),
+            "task": self.task.value,
+            "input": _input_dict(self.input),
+            "classes": list(self.classes),
+            "targets": list(self.targets),
+            "architecture": thawed(self.architecture),
+            "dropout": {
+                "flavour": self.dropout.flavour,
+                "retain": list(self.dropout.retain),
+                "sites": [_site_dict(site) for site in self.dropout.sites],
+            },
+            "max_norm": list(self.max_norm),
+            "onnx": {"opset": self.onnx.opset, "ir_version": self.onnx.ir_version},
+            "files": {name: {"sha256": d.sha256, "bytes": d.bytes} for name, d in self.files.items()},
+            "mc": {"max_samples": self.mc.max_samples, "rng": self.mc.rng},
+            "metrics": thawed(self.metrics),
+        }
+        if self.format == FORMAT_V1:
+            del raw["task"], raw["targets"], raw["dropout"]["sites"]
+        elif self.task is Task.CLASSIFICATION:
+            del raw["targets"]
+        else:
+            del raw["classes"]
+        return raw
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The names along the last axis of the outputs: ``classes`` or ``targets``."""
+        return self.classes if self.task is Task.CLASSIFICATION else self.targets
+
+    @property
+    def labels_key(self) -> str:
+        """The key holding :attr:`labels`: "classes" or "targets"."""
+        return "classes" if self.task is Task.CLASSIFICATION else "targets"
+
+    def sizes(self) -> dict[str, int]:
+        """The output table's fixed size symbol: {"C": classes} or {"D": targets}."""
+        return {"C" if self.task is Task.CLASSIFICATION else "D": len(self.labels)}
+
+    def outputs(self, mode: Mode | str) -> tuple[OutputSpec, ...]:
+        """Every output of ``mode`` for this package's task (the output table's rows)."""
+        return output_specs(self.task, mode)
+
+
+def data_digest(data: bytes) -> FileDigest:
+    """The size and SHA-256 of ``data``."""
+    return FileDigest(hashlib.sha256(data).hexdigest(), len(data))
 
 
 def build_manifest(
@@ -42,116 +234,236 @@ def build_manifest(
     version: str,
     created: str,
     dropnet_version: str,
-    versions: dict[str, str],
-    run_config: dict[str, Any],
-    retain: list[float],
-    max_norm: list[float | None],
-    opset: int,
-    ir_version: int,
+    versions: Mapping[str, str],
+    source_run: Mapping[str, Any],
+    input: InputSpec,
+    architecture: Mapping[str, Any],
+    dropout: DropoutSpec,
+    max_norm: tuple[float | None, ...],
+    onnx: OnnxVersions,
     rng: str,
-) -> dict[str, Any]:
-    """The draft manifest of a package exported from a run whose parsed ``config.json`` is ``run_config``.
+    metrics: Mapping[str, Any],
+    task: Task = Task.CLASSIFICATION,
+    classes: tuple[str, ...] = (),
+    targets: tuple[str, ...] = (),
+) -> Manifest:
+    """The draft manifest of a package being exported: no file digests yet, T bounded by :data:`MAX_MC_SAMPLES`.
 
-    ``retain`` (per dropout site) and ``max_norm`` (per weight layer) are the model config's resolved
-    values. The draft gives the graphs their :func:`onnx_metadata`; :func:`seal_manifest` then adds
-    what is known only once the graphs exist.
+    The draft gives the graphs their :func:`onnx_metadata`; :func:`seal_manifest` then adds what is
+    known only once the graphs exist, and validates the result as a reader will.
     """
-    spec = run_config["input"]
-    model = run_config["config"]["model"]
-    return {
-        "format": FORMAT,
-        "name": name,
-        "version": version,
-        "created": created,
-        "dropnet_version": dropnet_version,
-        "versions": versions,
-        "source_run": {key: run_config.get(key) for key in ("config", "created", "command")},
-        "input": {
-            "name": INPUT_NAME,
-            "shape": list(spec["shape"]),
-            "dtype": "float32",
-            "value_range": list(spec["value_range"]),
-            "normalisation": {"mean": spec["mean"], "std": spec["std"], "in_graph": True},
-        },
-        "classes": list(spec["class_labels"]),
-        "architecture": model,
-        "dropout": {"flavour": model["flavour"], "retain": retain},
-        "max_norm": max_norm,
-        "onnx": {"opset": opset, "ir_version": ir_version},
-        "files": {},
-        "mc": {"max_samples": MAX_MC_SAMPLES, "rng": rng},
-        "metrics": run_config.get("final_metrics") or {},
-    }
+    return Manifest(
+        format=FORMAT, name=name, version=version, created=created, dropnet_version=dropnet_version,
+        versions=versions, source_run=source_run, task=task, input=input, classes=classes, targets=targets,
+        architecture=architecture, dropout=dropout, max_norm=max_norm, onnx=onnx, files=MappingProxyType({}),
+        mc=MonteCarlo(MAX_MC_SAMPLES, rng), metrics=metrics,
+    )
 
 
-def seal_manifest(draft: dict[str, Any], graphs: dict[str, bytes], rng_max_samples: int) -> dict[str, Any]:
-    """``draft`` with the SHA-256 and size of each serialised graph, and T bounded by the noise scheme's limit."""
-    return {
-        **draft,
-        "files": {file_name: data_digest(data) for file_name, data in graphs.items()},
-        "mc": {**draft["mc"], "max_samples": min(draft["mc"]["max_samples"], rng_max_samples)},
-    }
+def seal_manifest(draft: Manifest, graphs: Mapping[str, bytes], rng_max_samples: int) -> Manifest:
+    """``draft`` with the digest of each serialised graph and T bounded by the noise scheme's limit.
+
+    Refused (ModelPackageError) when the result is not a manifest :meth:`Manifest.from_dict` accepts.
+    """
+    sealed = replace(
+        draft,
+        files=MappingProxyType({file_name: data_digest(data) for file_name, data in graphs.items()}),
+        mc=replace(draft.mc, max_samples=min(draft.mc.max_samples, rng_max_samples)),
+    )
+    return Manifest.from_dict(sealed.to_dict(), f"the manifest of {draft.name} version {draft.version}")
 
 
-def onnx_metadata(manifest: dict[str, Any]) -> dict[str, str]:
+def onnx_metadata(manifest: Manifest) -> dict[str, str]:
     """The ``metadata_props`` both graphs carry: the key facts of ``manifest``, so a bare .onnx says what it is.
 
     Values are strings (JSON for lists and mappings). The graph builders add their own keys (the
     graph kind, and for mc.onnx the noise scheme).
     """
+    spec = manifest.input
     facts: dict[str, Any] = {
-        "format": manifest["format"],
-        "name": manifest["name"],
-        "version": manifest["version"],
-        "flavour": manifest["dropout"]["flavour"],
-        "retain": manifest["dropout"]["retain"],
-        "max_norm": manifest["max_norm"],
-        "classes": manifest["classes"],
-        "input_shape": manifest["input"]["shape"],
-        "value_range": manifest["input"]["value_range"],
-        "normalisation": manifest["input"]["normalisation"],
-        "dropnet_version": manifest["dropnet_version"],
+        "format": manifest.format,
+        "name": manifest.name,
+        "version": manifest.version,
+        "task": manifest.task.value,
+        "flavour": manifest.dropout.flavour,
+        "retain": list(manifest.dropout.retain),
+        "max_norm": list(manifest.max_norm),
+        manifest.labels_key: list(manifest.labels),
+        "input_shape": list(spec.shape),
+        "value_range": list(spec.value_range),
+        "normalisation": _normalisation_dict(spec.normalisation),
+        "dropnet_version": manifest.dropnet_version,
     }
     return {key: value if isinstance(value, str) else json.dumps(value) for key, value in facts.items()}
 
 
-def check_manifest(raw: Any, where: str) -> dict[str, Any]:
-    """Return ``raw`` if it is a well-formed manifest, else raise :class:`ModelPackageError`.
+# --- reading ----------------------------------------------------------------------------------
 
-    ``where`` names the manifest file in messages.
-    """
+_V1_KEYS = (
+    "format", "name", "version", "created", "dropnet_version", "versions", "source_run", "input",
+    "classes", "architecture", "dropout", "max_norm", "onnx", "files", "mc", "metrics",
+)
+_KEYS = {FORMAT_V1: _V1_KEYS, FORMAT: (*_V1_KEYS, "task", "targets")}
+_INPUT_KEYS = ("name", "shape", "dtype", "value_range", "normalisation")
+_SITE_KEYS = ("path", "kind", "retain", "granularity")
+
+
+def _parse(raw: Any, where: str) -> Manifest:
     if not isinstance(raw, dict):
         raise ModelPackageError(f"{where}: expected a JSON object, got {type(raw).__name__}")
-    if raw.get("format") != FORMAT:
-        raise ModelPackageError(f"{where}: expected format {FORMAT!r}, got {raw.get('format')!r}")
-    missing = [key for key in REQUIRED_FIELDS if key not in raw]
-    if missing:
-        raise ModelPackageError(f"{where}: missing required field(s) {missing}")
-    shape = raw["input"].get("shape") if isinstance(raw["input"], dict) else None
-    if not (isinstance(shape, list) and shape and all(isinstance(d, int) and d >= 1 for d in shape)):
-        raise ModelPackageError(f"{where}: input.shape must be a non-empty list of positive ints, got {shape!r}")
-    value_range = raw["input"].get("value_range")
-    if not (isinstance(value_range, list) and len(value_range) == 2 and all(_is_number(v) for v in value_range)):
-        raise ModelPackageError(f"{where}: input.value_range must be [low, high], got {value_range!r}")
-    classes = raw["classes"]
-    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
-        raise ModelPackageError(f"{where}: classes must be a non-empty list of strings, got {classes!r}")
+    expected = f"{FORMAT!r} or {FORMAT_V1!r}"
+    if "format" not in raw:
+        raise ModelPackageError(f"{where}: format is missing; expected {expected}")
+    if raw["format"] not in FORMATS:
+        raise ModelPackageError(f"{where}: format must be {expected}, got {raw['format']!r}")
+    fmt = raw["format"]
+    top = JsonObject(raw, "", where, ModelPackageError, _KEYS[fmt])
+    task = Task(top.choice("task", [t.value for t in Task])) if top.has("task") else Task.CLASSIFICATION
+    classes, targets = _labels(top, task)
+    return Manifest(
+        format=fmt,
+        name=top.string("name"),
+        version=top.string("version"),
+        created=top.string("created"),
+        dropnet_version=top.string("dropnet_version"),
+        versions=top.get("versions", "a JSON object of strings", _string_mapping),
+        source_run=top.mapping("source_run"),
+        task=task,
+        input=_input(top.object("input", _INPUT_KEYS), needs_normalisation=fmt == FORMAT_V1),
+        classes=classes,
+        targets=targets,
+        architecture=top.mapping("architecture"),
+        dropout=_dropout(top, fmt),
+        max_norm=top.get("max_norm", "a list of positive numbers or nulls", _max_norm),
+        onnx=_onnx(top.object("onnx", ("opset", "ir_version"))),
+        files=_files(top.object("files", ONNX_FILES)),
+        mc=_mc(top.object("mc", ("max_samples", "rng"))),
+        metrics=top.mapping("metrics"),
+    )
+
+
+def _labels(top: JsonObject, task: Task) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(classes, targets): classification needs classes and no targets, regression targets and no classes."""
+    if task is Task.CLASSIFICATION:
+        top.refuse_present("targets", "absent for a classification package")
+        return top.strings("classes", non_empty=True), ()
+    if top.has("classes"):
+        top.get("classes", "absent or empty for a regression package", lambda v: v if v == [] else None)
+    return (), top.strings("targets", non_empty=True)
+
+
+def _input(spec: JsonObject, needs_normalisation: bool) -> InputSpec:
+    """The input spec; format 1 always records the normalisation, format 2 when there is one."""
+    name = spec.get("name", repr(INPUT_NAME), lambda v: v if v == INPUT_NAME else None)
+    shape = spec.get(
+        "shape", "a non-empty list of positive ints",
+        lambda v: tuple(v) if isinstance(v, list) and v and all(is_int(d) and d >= 1 for d in v) else None,
+    )
+    dtype = spec.choice("dtype", INPUT_DTYPES)
+    integer = _is_integer_dtype(dtype)
+    accept = is_int if integer else is_number
+    value_range = spec.get(
+        "value_range", f"[low, high] with low <= high{', integers for an integer input' if integer else ''}",
+        lambda v: tuple(v) if isinstance(v, list) and len(v) == 2 and all(map(accept, v)) and v[0] <= v[1] else None,
+    )
+    normalisation = None
+    if needs_normalisation or spec.has("normalisation"):
+        fields = spec.object("normalisation", ("mean", "std", "in_graph"))
+        normalisation = Normalisation(
+            fields.number("mean"), fields.number("std", positive=True), fields.boolean("in_graph")
+        )
+    return InputSpec(name, shape, dtype, value_range, normalisation)
+
+
+def _dropout(top: JsonObject, fmt: str) -> DropoutSpec:
+    """Format 1 records a flavour and one retain per site; format 2 the sites, with flavour and retain kept too."""
+    fields = top.object("dropout", ("flavour", "retain") if fmt == FORMAT_V1 else ("flavour", "retain", "sites"))
+    retain = fields.get("retain", "a non-empty list of probabilities in (0, 1]", _retain_list)
+    if fmt == FORMAT_V1:
+        flavour = fields.choice("flavour", DROPOUT_KINDS)
+        return DropoutSpec(tuple(DropoutSite(None, flavour, p) for p in retain))
+    sites = fields.get("sites", "a non-empty list of dropout sites", lambda v: v if isinstance(v, list) and v else None)
+    spec = DropoutSpec(tuple(_site(JsonObject(site, f"{fields.key_path('sites')}[{i}]", top.where, ModelPackageError,
+                                               _SITE_KEYS)) for i, site in enumerate(sites)))
+    flavour = fields.choice("flavour", (*DROPOUT_KINDS, MIXED))
+    if flavour != spec.flavour:
+        fields.fail("flavour", f"{spec.flavour!r}, the kind of every site", flavour)
+    if retain != spec.retain:
+        fields.fail("retain", f"{list(spec.retain)}, each site's retain", list(retain))
+    return spec
+
+
+def _site(fields: JsonObject) -> DropoutSite:
+    retain = fields.get("retain", "a probability in (0, 1]", lambda v: float(v) if _is_probability(v) else None)
+    return DropoutSite(
+        fields.string("path"), fields.choice("kind", DROPOUT_KINDS), retain,
+        fields.choice("granularity", MASK_GRANULARITIES),
+    )
+
+
+def _onnx(fields: JsonObject) -> OnnxVersions:
+    return OnnxVersions(fields.integer("opset"), fields.integer("ir_version"))
+
+
+def _files(fields: JsonObject) -> Mapping[str, FileDigest]:
+    digests = {}
     for file_name in ONNX_FILES:
-        entry = raw["files"].get(file_name) if isinstance(raw["files"], dict) else None
-        if not _is_file_entry(entry):
-            raise ModelPackageError(f"{where}: files.{file_name} must be {{sha256: str, bytes: int}}, got {entry!r}")
-    max_samples = raw["mc"].get("max_samples") if isinstance(raw["mc"], dict) else None
-    if not (isinstance(max_samples, int) and max_samples >= 1):
-        raise ModelPackageError(f"{where}: mc.max_samples must be a positive integer, got {max_samples!r}")
-    for key in ("name", "version"):
-        if not isinstance(raw[key], str) or not raw[key]:
-            raise ModelPackageError(f"{where}: {key} must be a non-empty string, got {raw[key]!r}")
+        entry = fields.object(file_name, ("sha256", "bytes"))
+        sha256 = entry.get(
+            "sha256", f"{SHA256_HEX_DIGITS} lowercase hex digits",
+            lambda v: v if isinstance(v, str) and len(v) == SHA256_HEX_DIGITS and set(v) <= set("0123456789abcdef")
+            else None,
+        )
+        digests[file_name] = FileDigest(sha256, entry.integer("bytes", low=0))
+    return MappingProxyType(digests)
+
+
+def _mc(fields: JsonObject) -> MonteCarlo:
+    return MonteCarlo(fields.integer("max_samples"), fields.string("rng"))
+
+
+def _string_mapping(value: Any) -> Mapping[str, str] | None:
+    if isinstance(value, dict) and all(isinstance(item, str) for item in value.values()):
+        return frozen(value)
+    return None
+
+
+def _retain_list(value: Any) -> tuple[float, ...] | None:
+    if isinstance(value, list) and value and all(map(_is_probability, value)):
+        return tuple(float(p) for p in value)
+    return None
+
+
+def _max_norm(value: Any) -> tuple[float | None, ...] | None:
+    if isinstance(value, list) and all(c is None or (is_number(c) and c > 0) for c in value):
+        return tuple(None if c is None else float(c) for c in value)
+    return None
+
+
+def _is_integer_dtype(dtype: str) -> bool:
+    return dtype.startswith(("int", "uint"))
+
+
+def _is_probability(value: Any) -> bool:
+    return is_number(value) and 0 < value <= 1
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+def _input_dict(spec: InputSpec) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "name": spec.name, "shape": list(spec.shape), "dtype": spec.dtype, "value_range": list(spec.value_range),
+    }
+    if spec.normalisation is not None:
+        raw["normalisation"] = _normalisation_dict(spec.normalisation)
     return raw
 
 
-def _is_file_entry(entry: Any) -> bool:
-    return isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and isinstance(entry.get("bytes"), int)
+def _normalisation_dict(normalisation: Normalisation | None) -> dict[str, Any] | None:
+    if normalisation is None:
+        return None
+    return {"mean": normalisation.mean, "std": normalisation.std, "in_graph": normalisation.in_graph}
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _site_dict(site: DropoutSite) -> dict[str, Any]:
+    return {"path": site.path, "kind": site.kind, "retain": site.retain, "granularity": site.granularity}

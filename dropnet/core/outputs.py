@@ -44,6 +44,9 @@ class OutputSpec:
     """False for an output the engine derives from the graph's outputs (``predicted_class``)."""
     by_default: bool = True
     """False for an output returned only when a request names it (``samples``: T times larger)."""
+    column: str | None = None
+    """Heading of the output in per-row tables (``dropnet predict``); None: not tabulated. A [B, C]
+    output is tabulated at the row's predicted class."""
 
     def dims(self, sizes: dict[str, int]) -> list[int]:
         """The concrete shape for ``sizes`` (e.g. ``{"B": 4, "C": 10}``); a symbol not in it becomes -1."""
@@ -56,18 +59,27 @@ SAMPLES = "samples"
 
 _CLASSIFICATION = {
     Mode.DETERMINISTIC: (
-        OutputSpec("probabilities", "float32", ("B", "C"), "softmax of the weight-scaled network's logits"),
+        OutputSpec(
+            "probabilities", "float32", ("B", "C"), "softmax of the weight-scaled network's logits", column="confidence"
+        ),
         OutputSpec(PREDICTED_CLASS, "int64", ("B",), "argmax of probabilities", in_graph=False),
         OutputSpec("logits", "float32", ("B", "C"), "logits of the weight-scaled network"),
     ),
     Mode.MC: (
-        OutputSpec("probabilities", "float32", ("B", "C"), "mean over the T samples of each sample's softmax"),
+        OutputSpec(
+            "probabilities", "float32", ("B", "C"), "mean over the T samples of each sample's softmax",
+            column="confidence",
+        ),
         OutputSpec(PREDICTED_CLASS, "int64", ("B",), "argmax of the mean probabilities", in_graph=False),
-        OutputSpec("std", "float32", ("B", "C"), "standard deviation over the T samples of each class probability"),
-        OutputSpec("predictive_entropy", "float32", ("B",), "entropy of the mean prediction, nats"),
+        OutputSpec(
+            "std", "float32", ("B", "C"), "standard deviation over the T samples of each class probability",
+            column="std",
+        ),
+        OutputSpec("predictive_entropy", "float32", ("B",), "entropy of the mean prediction, nats", column="entropy"),
         OutputSpec(
             "mutual_information", "float32", ("B",),
             "predictive entropy minus the mean entropy of the samples (BALD), nats: model uncertainty",
+            column="mutual_info",
         ),
         OutputSpec(SAMPLES, "float32", ("T", "B", "C"), "each sample's softmax", by_default=False),
     ),
@@ -75,11 +87,11 @@ _CLASSIFICATION = {
 
 _REGRESSION = {
     Mode.DETERMINISTIC: (
-        OutputSpec("prediction", "float32", ("B", "D"), "output of the weight-scaled network"),
+        OutputSpec("prediction", "float32", ("B", "D"), "output of the weight-scaled network", column="prediction"),
     ),
     Mode.MC: (
-        OutputSpec("mean", "float32", ("B", "D"), "mean over the T samples"),
-        OutputSpec("std", "float32", ("B", "D"), "standard deviation over the T samples"),
+        OutputSpec("mean", "float32", ("B", "D"), "mean over the T samples", column="mean"),
+        OutputSpec("std", "float32", ("B", "D"), "standard deviation over the T samples", column="std"),
         OutputSpec(SAMPLES, "float32", ("T", "B", "D"), "each sample's output", by_default=False),
     ),
 }
@@ -116,3 +128,18 @@ def output_spec(task: Task | str, mode: Mode | str, name: str) -> OutputSpec:
         if spec.name == name:
             return spec
     raise KeyError(name)
+
+
+def all_output_names() -> frozenset[str]:
+    """Every output name of the table, of any task and mode."""
+    return frozenset(_ROWS_AXIS)
+
+
+def rows_axis(name: str) -> int:
+    """Axis of the rows (B) in output ``name``: the same in every task and mode that has it (``samples``: 1)."""
+    return _ROWS_AXIS[name]
+
+
+_ROWS_AXIS = {
+    spec.name: spec.shape.index("B") for modes in OUTPUT_TABLE.values() for specs in modes.values() for spec in specs
+}

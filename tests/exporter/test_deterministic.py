@@ -41,7 +41,7 @@ def test_matches_the_torch_test_time_network(tmp_path: Path, net: str, flavour: 
     x = rows(spec, 16)
     expected = torch_logits(model, x)
     out = run(session(proto), x=x)
-    reference = ReferenceEvaluator(proto).run(None, {"x": x})
+    reference = ReferenceEvaluator(proto).run(["logits"], {"x": x})
     assert np.abs(out["logits"] - expected).max() <= TOLERANCE
     assert np.abs(reference[0] - expected).max() <= TOLERANCE
     softmax = np.exp(expected - expected.max(axis=1, keepdims=True))
@@ -80,7 +80,7 @@ def test_model_header_and_metadata(tmp_path: Path) -> None:
     assert {p.key: p.value for p in proto.metadata_props} == {"flavour": "paper", "classes": "0,1", "graph": "deterministic"}
     (x,) = proto.graph.input
     assert x.name == "x" and [d.dim_param or d.dim_value for d in x.type.tensor_type.shape.dim] == ["batch", 1, 8, 8]
-    assert [o.name for o in proto.graph.output] == ["logits", "probabilities"]
+    assert [o.name for o in proto.graph.output] == ["probabilities", "logits"]  # the output table's order
 
 
 def test_metadata_that_contradicts_the_graph_is_refused(tmp_path: Path) -> None:
@@ -94,7 +94,8 @@ def test_metadata_that_contradicts_the_graph_is_refused(tmp_path: Path) -> None:
 def test_verify_model_refuses_an_inconsistent_graph(tmp_path: Path) -> None:
     model, spec = network(tmp_path, hidden=[8])
     proto = build_deterministic(model, spec, {})
-    proto.graph.output[0].type.tensor_type.elem_type = onnx.TensorProto.INT64
+    logits = next(o for o in proto.graph.output if o.name == "logits")
+    logits.type.tensor_type.elem_type = onnx.TensorProto.INT64
     with pytest.raises(ModelPackageError, match="dropnet_deterministic.*fails verification.*int64"):
         verify_model(proto)
     dangling = build_deterministic(model, spec, {})

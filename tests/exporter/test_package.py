@@ -39,7 +39,8 @@ def _rows(n: int, seed: int = 1) -> np.ndarray:
 def test_manifest_lists_everything_the_interface_promises(tiny_package: Path, tiny_run_dir: Path) -> None:
     manifest = _manifest(tiny_package)
     run = read_config(tiny_run_dir)
-    assert manifest["format"] == "dropnet-model/1"
+    assert manifest["format"] == "dropnet-model/2"
+    assert manifest["task"] == "classification" and "targets" not in manifest
     assert (manifest["name"], manifest["version"]) == ("tiny-digits", "1")
     assert manifest["dropnet_version"] == dropnet.__version__
     assert manifest["versions"]["onnx"] == onnx.__version__
@@ -53,7 +54,15 @@ def test_manifest_lists_everything_the_interface_promises(tiny_package: Path, ti
     }
     assert manifest["classes"] == [str(d) for d in range(10)]
     assert manifest["architecture"] == run["config"]["model"]
-    assert manifest["dropout"] == {"flavour": "paper", "retain": [0.8, 0.5, 0.5]}
+    assert manifest["dropout"] == {
+        "flavour": "paper",
+        "retain": [0.8, 0.5, 0.5],
+        "sites": [  # the Dropout modules of Standardize, Flatten, Dropout, (Linear, ReLU, Dropout) x 2, Linear
+            {"path": "2", "kind": "paper", "retain": 0.8, "granularity": "element"},
+            {"path": "5", "kind": "paper", "retain": 0.5, "granularity": "element"},
+            {"path": "8", "kind": "paper", "retain": 0.5, "granularity": "element"},
+        ],
+    }
     assert manifest["max_norm"] == [3.5, 3.5, None]
     assert manifest["onnx"] == {"opset": OPSET, "ir_version": IR_VERSION}
     assert manifest["mc"] == {"max_samples": 1000, "rng": RNG_SCHEME}
@@ -76,7 +85,8 @@ def test_bare_onnx_files_describe_themselves(tiny_package: Path) -> None:
     for graph in ("deterministic", "mc"):
         props = {p.key: p.value for p in onnx.load(tiny_package / f"{graph}.onnx").metadata_props}
         assert props["graph"] == graph
-        assert (props["name"], props["version"], props["format"]) == ("tiny-digits", "1", "dropnet-model/1")
+        assert (props["name"], props["version"], props["format"]) == ("tiny-digits", "1", "dropnet-model/2")
+        assert props["task"] == "classification"
         assert props["flavour"] == "paper"
         assert json.loads(props["retain"]) == [0.8, 0.5, 0.5]
         assert json.loads(props["max_norm"]) == [3.5, 3.5, None]

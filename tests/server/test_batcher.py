@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from dropnet.core.errors import DropnetError, ResourceExhaustedError
+from dropnet.core.outputs import Mode, Task, graph_output_names
 from dropnet.core.seeding import row_seeds
 from dropnet.server.batcher import Batcher, RunSpec, _Request, run_batch
 from dropnet.server.metrics import ServerMetrics
@@ -17,7 +18,7 @@ from tests.server.helpers import MODEL, RecordingEngine, assert_outputs_match, d
 
 DET = RunSpec(MODEL, "1", "deterministic")
 MC = RunSpec(MODEL, "1", "mc", num_samples=8)
-MC_OUTPUTS = ("probabilities", "std", "predictive_entropy", "mutual_information", "samples")
+MC_OUTPUTS = graph_output_names(Task.CLASSIFICATION, Mode.MC)  # samples last
 
 
 def make_batcher(tmp_path: Path, **overrides: object) -> tuple[Batcher, ServerMetrics]:
@@ -178,8 +179,8 @@ def test_run_error_reaches_every_request_of_the_batch(tmp_path: Path, tiny_predi
         batcher, _ = make_batcher(tmp_path)
         engine = RecordingEngine(tiny_predictor)
         blocker = await hold_worker(batcher, engine)
-        bad = RunSpec(MODEL, "1", "mc", num_samples=10**6)  # above the predictor's max_mc_samples
-        tasks = [asyncio.create_task(batcher.submit(bad, engine, digits_rows(1, i), row_seeds(i, 1), ("probabilities",)))
+        bad = row_seeds(0, 2)  # two seeds for a one-row request: the engine refuses the batch's seeds
+        tasks = [asyncio.create_task(batcher.submit(MC, engine, digits_rows(1, i), bad, ("probabilities",)))
                  for i in range(2)]
         await until_waiting(batcher, 2)
         engine.release()
@@ -189,7 +190,7 @@ def test_run_error_reaches_every_request_of_the_batch(tmp_path: Path, tiny_predi
         return errors
 
     errors = asyncio.run(main())
-    assert all(isinstance(e, DropnetError) and "mc_samples" in str(e) for e in errors)
+    assert all(isinstance(e, DropnetError) and "row_seeds" in str(e) for e in errors)
 
 
 def test_drain_finishes_queued_work_then_refuses_new_requests(tmp_path: Path, tiny_predictor: Predictor) -> None:

@@ -140,8 +140,8 @@ def test_models_listing_manifest_and_health(models_dir: Path, tiny_package_v2: P
         assert plane.list_models() == [ModelRef(MODEL, ("1", "2"), "2", True)]
         assert plane.model_ready(MODEL, "1") and not plane.model_ready(MODEL, "3") and not plane.model_ready("x", None)
         latest, first = plane.describe(MODEL, None), plane.describe(MODEL, "1")
-        assert (latest.version, latest.versions, latest.manifest["version"]) == ("2", ("1", "2"), "2")
-        assert (first.version, first.versions, first.manifest["version"]) == ("1", ("1", "2"), "1")
+        assert (latest.version, latest.versions, latest.manifest.version) == ("2", ("1", "2"), "2")
+        assert (first.version, first.versions, first.manifest.version) == ("1", ("1", "2"), "1")
         assert latest.max_mc_samples == 1000
         with pytest.raises(NotFoundError):
             plane.describe("x", None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -230,16 +231,16 @@ def test_v1_response_carries_outputs_and_seed() -> None:
 
 
 def test_get_model_keeps_numeric_metrics_and_marks_unconstrained_layers(tiny_predictor: Predictor) -> None:
-    manifest = {
-        **tiny_predictor.manifest,
-        "metrics": {"test_error": 0.25, "epochs": 3, "curve": [1.0, 0.5], "early_stopped": True},
-        "max_norm": [3.5, None, 2.0],
-    }
+    manifest = replace(
+        tiny_predictor.manifest,
+        metrics={"test_error": 0.25, "epochs": 3, "curve": [1.0, 0.5], "early_stopped": True},
+        max_norm=(3.5, None, 2.0),
+    )
     model = codecs.encode_model(ModelInfo("served-name", "7", ("3", "7"), manifest, 1000))
     assert (model.name, model.version) == ("served-name", "7")
     assert dict(model.metrics) == {"test_error": 0.25, "epochs": 3.0}
     assert list(model.max_norm) == [3.5, 0.0, 2.0]
-    assert json.loads(model.manifest_json) == manifest
+    assert json.loads(model.manifest_json) == manifest.to_dict()
 
 
 def test_v1_tensors_of_rank_over_32_are_refused() -> None:
@@ -250,7 +251,7 @@ def test_v1_tensors_of_rank_over_32_are_refused() -> None:
 
 def test_model_descriptions_report_loaded_versions_and_the_effective_sample_limit(tiny_predictor: Predictor) -> None:
     model = ModelInfo("served-name", "7", ("3", "7"), tiny_predictor.manifest, 50)
-    assert tiny_predictor.manifest["mc"]["max_samples"] == 1000
+    assert tiny_predictor.manifest.mc.max_samples == 1000
     assert codecs.encode_model(model).mc.max_samples == 50
     metadata = codecs.encode_model_metadata(model)
     assert (metadata.name, list(metadata.versions)) == ("served-name", ["3", "7"])

@@ -11,7 +11,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from dropnet.protos import generate
 from dropnet.protos.dropnet.v1 import predictor_pb2 as v1
 from dropnet.protos.inference import grpc_service_pb2 as oip
-from dropnet.server.dataplane import OUTPUT_NAMES
+from dropnet.core.outputs import Mode, Task, output_names
 
 triton = tritonclient_grpc.service_pb2
 
@@ -117,4 +117,4 @@ def test_v1_seed_is_optional_and_tensors_are_typed() -> None:
     assert v1.PredictRequest(seed=0).HasField("seed")
     assert set(v1.Mode.keys()) == {"MODE_UNSPECIFIED", "MODE_DETERMINISTIC", "MODE_MC_DROPOUT"}
     outputs = {f.name for f in v1.PredictResponse.DESCRIPTOR.fields if f.message_type is v1.Tensor.DESCRIPTOR}
-    assert outputs == {name for names in OUTPUT_NAMES.values() for name in names}
+    assert outputs == {name for mode in Mode for name in output_names(Task.CLASSIFICATION, mode)}

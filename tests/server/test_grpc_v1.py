@@ -95,7 +95,7 @@ def test_list_models(stub: v1_grpc.PredictorStub) -> None:
 
 
 def test_get_model_describes_the_manifest(stub: v1_grpc.PredictorStub, tiny_predictor: Predictor) -> None:
-    manifest = tiny_predictor.manifest
+    manifest = tiny_predictor.manifest.to_dict()
     model = stub.GetModel(v1.GetModelRequest(name=MODEL), timeout=60)
     assert json.loads(model.manifest_json) == manifest
     assert (model.name, model.version) == (MODEL, "1")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from dropnet.core.manifest import data_digest
 from dropnet.core.seeding import row_seeds
 from dropnet.server import providers
 from dropnet.server.predictor import Predictor
+from dropnet.server.request import check_request
 from tests.factories import make_package
 from dropnet.trainer.rundir import load_run
 
@@ -45,7 +47,7 @@ def _copy(package: Path, tmp_path: Path) -> Path:
 # --- loading and package integrity -------------------------------------------------------------
 
 def test_load_reports_identity_provider_and_threads(predictor: Predictor, tiny_package: Path) -> None:
-    assert predictor.manifest == json.loads((tiny_package / "manifest.json").read_text())
+    assert predictor.manifest.to_dict() == json.loads((tiny_package / "manifest.json").read_text())
     assert (predictor.name, predictor.version) == ("tiny-digits", "1")
     assert predictor.provider == "CPUExecutionProvider"
     assert predictor.input_shape == (1, 8, 8)
@@ -79,9 +81,15 @@ def test_wrong_sha256_is_refused_with_expected_and_actual(tiny_package: Path, tm
         (lambda pkg: (pkg / "mc.onnx").unlink(), r"mc\.onnx is missing; the manifest lists it"),
         (lambda pkg: (pkg / "manifest.json").unlink(), r"manifest\.json is missing"),
         (lambda pkg: (pkg / "manifest.json").write_text("{not json"), r"manifest\.json: not valid JSON"),
-        (lambda pkg: _edit_manifest(pkg, format="dropnet-model/9"), r"expected format 'dropnet-model/1', got '.*/9'"),
-        (lambda pkg: _edit_manifest(pkg, classes=None), r"missing required field\(s\) \['classes'\]"),
-        (lambda pkg: _edit_manifest(pkg, input={"shape": [0, 8]}), r"input\.shape must be a non-empty list"),
+        (
+            lambda pkg: _edit_manifest(pkg, format="dropnet-model/9"),
+            r"format must be 'dropnet-model/2' or 'dropnet-model/1', got '.*/9'",
+        ),
+        (lambda pkg: _edit_manifest(pkg, classes=None), r"manifest\.json: classes is missing; expected a non-empty"),
+        (
+            lambda pkg: _edit_manifest(pkg, input={**_manifest(pkg)["input"], "shape": [0, 8]}),
+            r"input\.shape must be a non-empty list of positive ints, got \[0, 8\]",
+        ),
         (
             lambda pkg: _edit_manifest(pkg, classes=["a", "b"]),
             r"deterministic\.onnx: graph takes x \['batch', 1, 8, 8\] and gives probabilities \['batch', 10\]; "
@@ -104,7 +112,7 @@ def test_listed_but_unloadable_onnx_is_refused(tiny_package: Path, tmp_path: Pat
     garbage = b"not an onnx model" * 10
     (pkg / "mc.onnx").write_bytes(garbage)
     manifest = json.loads((pkg / "manifest.json").read_text())
-    _edit_manifest(pkg, files={**manifest["files"], "mc.onnx": data_digest(garbage)})
+    _edit_manifest(pkg, files={**manifest["files"], "mc.onnx": asdict(data_digest(garbage))})
     with pytest.raises(ModelPackageError, match=r"mc\.onnx: onnxruntime .* cannot load it"):
         Predictor.load(pkg)
 
@@ -114,8 +122,12 @@ def test_not_a_directory_is_refused(tmp_path: Path) -> None:
         Predictor.load(tmp_path / "nothing-here")
 
 
+def _manifest(pkg: Path) -> dict:
+    return json.loads((pkg / "manifest.json").read_text())
+
+
 def _edit_manifest(pkg: Path, **fields: object) -> None:
-    manifest = json.loads((pkg / "manifest.json").read_text())
+    manifest = _manifest(pkg)
     for key, value in fields.items():
         if value is None:
             del manifest[key]
@@ -278,12 +290,12 @@ def test_extreme_int64_seeds_are_accepted(predictor: Predictor) -> None:
         assert predictor.predict(_rows(1), mc_samples=3, seed=seed).probabilities.shape == (1, 10)
 
 
-def test_max_mc_samples_bounds_requests_and_run_mc_checks_its_arguments(tiny_package: Path) -> None:
+def test_max_mc_samples_bounds_requests_and_what_the_engine_runs_is_checked(tiny_package: Path) -> None:
     small = Predictor.load(tiny_package, max_mc_samples=8)
     with pytest.raises(InvalidInputError, match=r"mc_samples must be an integer in 1\.\.8, got 9"):
         small.predict(_rows(1), mc_samples=9)
-    with pytest.raises(InvalidInputError, match=r"unknown MC output\(s\) \['logits'\]"):
-        small.run_mc(_rows(2), 4, row_seeds(0, 2), ["logits"])
+    with pytest.raises(InvalidInputError, match=r"unknown output\(s\) \['logits'\] for mode 'mc'"):
+        check_request(small, _rows(2), "mc", 4, 0, ("logits",))  # the one check the engine's outputs pass
     with pytest.raises(InvalidInputError, match=r"row_seeds has dtype int64 and shape \(3,\); expected int64 \(2,\)"):
         small.run_mc(_rows(2), 4, row_seeds(0, 3), ["probabilities"])
 

@@ -7,6 +7,7 @@ import json
 import logging
 import shutil
 import threading
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +101,7 @@ def test_changed_package_replaces_the_old_one(models_dir: Path, tiny_package_v2:
     replace_package(models_dir / MODEL / "1", tiny_package_v2)
     rescan(repository)
     after = probabilities(repository, "1")
-    assert repository.get(MODEL, "1").predictor.manifest["version"] == "2"  # the new files, served as dir version 1
+    assert repository.get(MODEL, "1").predictor.manifest.version == "2"  # the new files, served as dir version 1
     assert not np.allclose(before, after)
 
 
@@ -137,7 +138,7 @@ def nan_deterministic_graph(package: Path) -> None:
     model.ir_version = manifest["onnx"]["ir_version"]
     data = model.SerializeToString()
     (package / DETERMINISTIC_FILE).write_bytes(data)
-    manifest["files"][DETERMINISTIC_FILE] = data_digest(data)
+    manifest["files"][DETERMINISTIC_FILE] = asdict(data_digest(data))
     (package / MANIFEST_FILE).write_text(json.dumps(manifest))
 
 
@@ -165,7 +166,7 @@ def test_broken_package_is_rejected_and_the_old_one_keeps_serving(
     np.testing.assert_array_equal(probabilities(repository), before)
     replace_package(models_dir / MODEL / "1", tiny_package_v2)  # fixed: retried because its files changed
     rescan(repository)
-    assert repository.get(MODEL, "1").predictor.manifest["version"] == "2"
+    assert repository.get(MODEL, "1").predictor.manifest.version == "2"
 
 
 def test_model_with_only_broken_packages_is_listed_but_not_ready(models_dir: Path, tiny_package: Path) -> None:
