@@ -2,8 +2,8 @@
 
 Graphs are built node by node with ``onnx.helper`` from the trained network's weights rather
 than exported with ``torch.onnx``, whose TorchScript exporter is being removed (and could not
-express the in-graph, seed-driven dropout noise anyway). See exporter.deterministic,
-exporter.mc and exporter.rng for what each graph computes.
+express the in-graph, seed-driven dropout noise anyway). See dropnet.exporter.deterministic,
+dropnet.exporter.mc and dropnet.exporter.rng for what each graph computes.
 """
 
 from dropnet.exporter.deterministic import build_deterministic

@@ -1,6 +1,6 @@
 """Read a trained dropnet network into plain layer steps, and fold scalings into weights.
 
-:func:`read_network` turns the ``nn.Sequential`` of ``trainer.models`` into a list of steps that
+:func:`read_network` turns the ``nn.Sequential`` of ``dropnet.trainer.models`` into a list of steps that
 hold float64 numpy weights (batch norm, eval statistics, already folded into the preceding
 weight layer). The graph builders rewrite that list — a dropout site becomes noise (mc) or a
 scalar :class:`Affine` (deterministic) — and :func:`fold_affines` folds every scalar affine map
@@ -111,7 +111,7 @@ Step = Standardize | Affine | Dense | Conv | Pad | Activation | Maxout | MaxPool
 def read_network(model: nn.Sequential, spec: InputSpec) -> list[Step]:
     """The steps of ``model`` (eval semantics, batch norm folded) for inputs of shape ``spec.shape``."""
     if not isinstance(model, nn.Sequential):
-        raise ModelPackageError(f"expected the nn.Sequential of trainer.models.build_model, got {type(model).__name__}")
+        raise ModelPackageError(f"expected the nn.Sequential of dropnet.trainer.models.build_model, got {type(model).__name__}")
     steps: list[Step] = []
     features = tuple(spec.shape)
     sites = 0

@@ -31,7 +31,7 @@ Outputs = dict[str, np.ndarray]
 
 
 class Engine(Protocol):
-    """What the batcher runs: the part of :class:`server.predictor.Predictor` it needs."""
+    """What the batcher runs: the part of :class:`dropnet.server.predictor.Predictor` it needs."""
 
     def run_deterministic(self, x: np.ndarray) -> Outputs: ...
 

@@ -1,10 +1,10 @@
 """The protocol-free data plane both gRPC services call: validate, route, batch, answer, measure.
 
 It never imports grpc. Requests name a model and (optionally) a version of the repository, are
-checked by the same code as the Predictor's (:mod:`server.request`: the model's input spec, its MC
+checked by the same code as the Predictor's (:mod:`dropnet.server.request`: the model's input spec, its MC
 limit, the output table) and against the server's row limit, queued on the batcher, and answered
 with the outputs they asked for. Every request is counted and timed here, labelled with the
-status code name of its outcome (:mod:`server.status_codes`), so the gRPC layer records nothing:
+status code name of its outcome (:mod:`dropnet.server.status_codes`), so the gRPC layer records nothing:
 it hands over the decoding of a wire message (:meth:`DataPlane.infer_encoded`), so that requests
 refused for their encoding are counted too.
 """
@@ -48,7 +48,7 @@ class InferRequest:
     mode: str = "deterministic"
     """"deterministic" or "mc"."""
     mc_samples: int | None = None
-    """MC samples T (mc mode; None: ``server.request.DEFAULT_MC_SAMPLES``); must be None in deterministic mode."""
+    """MC samples T (mc mode; None: ``dropnet.server.request.DEFAULT_MC_SAMPLES``); must be None in deterministic mode."""
     seed: int | None = None
     """MC mask seed (None: drawn from OS entropy and reported); must be None in deterministic mode."""
     outputs: tuple[str, ...] | None = None

@@ -137,7 +137,7 @@ class Predictor:
         return self._provider
 
     def run(self, request: CheckedRequest) -> dict[str, np.ndarray]:
-        """The requested outputs of ``request`` (from ``server.request.check_request``), in one onnxruntime run."""
+        """The requested outputs of ``request`` (from ``dropnet.server.request.check_request``), in one onnxruntime run."""
         if request.mode is Mode.MC:
             graph = self.run_mc(request.x, request.num_samples, request.row_seeds(), request.graph_outputs)
         else:

@@ -31,7 +31,7 @@ DERIVED: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
 
 
 class Model(Protocol):
-    """What a request is checked against: the part of :class:`server.predictor.Predictor` it needs."""
+    """What a request is checked against: the part of :class:`dropnet.server.predictor.Predictor` it needs."""
 
     @property
     def manifest(self) -> Manifest: ...

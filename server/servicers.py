@@ -1,6 +1,6 @@
 """The two gRPC services: each RPC converts the request, calls the data plane, converts the answer.
 
-Errors become status codes in :mod:`server.grpc_errors` (the ``handle_errors`` decorator).
+Errors become status codes in :mod:`dropnet.server.grpc_errors` (the ``handle_errors`` decorator).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """numpy ⇄ raw little-endian bytes and ``dropnet.v1.Tensor``: numpy and the generated protos only.
 
-Shared by the server's codecs (:mod:`server.codecs`) and the client (:mod:`server.client`), so
+Shared by the server's codecs (:mod:`dropnet.server.codecs`) and the client (:mod:`dropnet.server.client`), so
 a client install needs neither onnxruntime nor the data plane. Every bad encoding raises
 :class:`InvalidInputError` saying what was expected.
 """

@@ -56,7 +56,7 @@ def save_checkpoint(
 ) -> None:
     """Write the checkpoint of the epoch that just ended (see module docstring for the commit protocol).
 
-    ``weights`` is ``trainer.rundir.cpu_state_dict(model)``, taken once per epoch by the caller and
+    ``weights`` is ``dropnet.trainer.rundir.cpu_state_dict(model)``, taken once per epoch by the caller and
     also written to ``model.safetensors`` when the epoch is the best so far.
     """
     directory = Path(run_dir) / CHECKPOINT_DIR

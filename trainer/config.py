@@ -11,17 +11,18 @@ rebuilds its own model.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import Field, model_validator
 
 from dropnet.core.devices import Device
 from dropnet.core.errors import ConfigError
+from dropnet.core.manifest import DROPOUT_KINDS, DropoutKind
 from dropnet.settings_base import Settings
 
-Flavour = Literal["paper", "inverted", "gaussian"]
-FLAVOURS: tuple[str, ...] = get_args(Flavour)
+Flavour = DropoutKind
+FLAVOURS = DROPOUT_KINDS
 PRESET_DIR = Path(__file__).parent / "presets"
 SEED_LIMIT = 2**63
 """Seeds lie in [0, 2**63): torch's and numpy's generators take any such integer."""

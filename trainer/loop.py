@@ -50,7 +50,7 @@ def train(config: TrainConfig, run_dir: Path, resume: bool = False, dataset: Dat
 
     A new run needs an empty or missing ``run_dir``. With ``resume`` the run continues from its
     checkpoint (``config`` must equal the run's own, except for :data:`RESUMABLE_CHANGES`).
-    ``dataset`` defaults to ``trainer.data.load_dataset(config.data, config.seed)``.
+    ``dataset`` defaults to ``dropnet.trainer.data.load_dataset(config.data, config.seed)``.
     """
     config.validate()
     run_dir = Path(run_dir)

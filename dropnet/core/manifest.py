@@ -16,7 +16,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, get_args
 
 from dropnet.core.errors import ModelPackageError
 from dropnet.core.jsonfields import JsonObject, frozen, is_int, is_number, thawed
@@ -41,7 +41,9 @@ MAX_MC_SAMPLES = 1000
 """Default bound on T; lower when the mc graph's noise counters allow fewer samples."""
 INPUT_DTYPES = ("float32", "float64", "float16", "int64", "int32", "uint8")
 """numpy dtype names an input may have (each has a dropnet.v1 DataType and an OIP datatype)."""
-DROPOUT_KINDS = ("paper", "inverted", "gaussian")
+DropoutKind = Literal["paper", "inverted", "gaussian"]
+"""How a site draws its noise and scales (see dropnet.trainer.dropout); PyTorch's own dropout is "inverted"."""
+DROPOUT_KINDS: tuple[str, ...] = get_args(DropoutKind)
 """The noise of a dropout site: the paper's Bernoulli masks (test-time weights scaled by p), inverted
 Bernoulli masks (scaled by 1/p in training) or multiplicative gaussian noise N(1, (1-p)/p)."""
 MASK_GRANULARITIES = ("element", "channel")
