@@ -12,6 +12,11 @@ from dropnet.core.outputs import Mode, rows_axis
 if TYPE_CHECKING:
     from dropnet.server.predictor import Prediction, Predictor
 
+PLUS_MINUS = " ± "
+"""Joins the values of a regression target in a table cell (MC: mean ± std)."""
+MIN_WIDTH = 11
+"""Narrowest table column."""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``predict`` flags."""
@@ -70,31 +75,43 @@ def to_json(
 
 
 def format_table(predictor: "Predictor", prediction: "Prediction", mc_samples: int | None) -> str:
-    """A readable table: one line per row, with its label and a column per tabulated output of the output table.
+    """A readable table: one line per row, with the columns of the tabulated outputs of the output table.
 
-    A [B, C] output shows the value at the row's predicted class.
+    A [B, C] output gets one column, its value at the row's predicted class (after the ``label`` column).
+    The [B, D] outputs share one column per regression target, named by it, holding their values joined
+    by " ± " (MC: mean ± std); the first line says so.
     """
     mc = mc_samples is not None
     mode = Mode.MC if mc else Mode.DETERMINISTIC
     method = f"MC dropout, T={mc_samples}, seed={prediction.seed}" if mc else "weight scaling (deterministic)"
-    columns = [spec for spec in predictor.manifest.outputs(mode) if spec.column and spec.name in prediction.outputs]
+    tabulated = [spec for spec in predictor.manifest.outputs(mode) if spec.column and spec.name in prediction.outputs]
+    per_class = [spec for spec in tabulated if "D" not in spec.shape]
+    per_target = [spec for spec in tabulated if "D" in spec.shape]
+    if per_target:
+        method += f"; each target: {PLUS_MINUS.join(str(spec.column) for spec in per_target)}"
     labels = prediction.labels
-    header = ["row"] + (["label"] if labels is not None else []) + [str(spec.column) for spec in columns]
-    lines = [f"model {predictor.name} v{predictor.version} on {predictor.provider}: {method}", _line(header)]
+    targets = list(predictor.manifest.targets) if per_target else []
+    header = ["row"] + (["label"] if labels is not None else []) + [str(spec.column) for spec in per_class] + targets
+    rows = []
     for row in range(_rows(prediction)):
         cells = [str(row)] + ([labels[row]] if labels is not None else [])
-        for spec in columns:
+        for spec in per_class:
             value = prediction.outputs[spec.name][row]
             if "C" in spec.shape:
                 value = value[prediction.predicted_class[row]]
             cells.append(" ".join(f"{v:.4f}" for v in value.ravel()))
-        lines.append(_line(cells))
-    return "\n".join(lines)
+        values = [prediction.outputs[spec.name][row] for spec in per_target]
+        cells += [PLUS_MINUS.join(f"{value[target]:.4f}" for value in values) for target in range(len(targets))]
+        rows.append(cells)
+    title = f"model {predictor.name} v{predictor.version} on {predictor.provider}: {method}"
+    return "\n".join([title, *_aligned([header, *rows])])
 
 
 def _rows(prediction: "Prediction") -> int:
     return len(next(iter(prediction.outputs.values())))
 
 
-def _line(cells: list[str]) -> str:
-    return "  ".join(cell.rjust(11) for cell in cells)
+def _aligned(table: list[list[str]]) -> list[str]:
+    """The lines of ``table``, each column right-aligned to its widest cell (at least :data:`MIN_WIDTH`)."""
+    widths = [max(MIN_WIDTH, *(len(cell) for cell in column)) for column in zip(*table)]
+    return ["  ".join(cell.rjust(width) for cell, width in zip(cells, widths)) for cells in table]

@@ -3,6 +3,8 @@
     with DropnetClient("127.0.0.1:50051") as client:
         out = client.predict("digits", x, mc_samples=100, seed=7)
         out["probabilities"], out["mutual_information"], out["seed"]
+        out = client.predict("prices", x, mc_samples=100)  # a regression model
+        out["mean"], out["std"]  # [rows, targets]; client.get_model("prices").targets names them
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ class DropnetClient:
         self, model: str, x: np.ndarray, mc_samples: int | None = None, seed: int | None = None,
         version: str | None = None, outputs: tuple[str, ...] = (),
     ) -> dict[str, Any]:
-        """Deterministic prediction, or MC dropout when ``mc_samples`` (>= 1) is given; returns arrays by output name.
+        """Deterministic prediction, or MC dropout when ``mc_samples`` (>= 1) is given; returns arrays by output
+        name (the task's: ``probabilities``, ... or ``prediction`` / ``mean``, ``std``) and model, version, seed.
 
         An ``x`` of a dtype the wire format lacks, ``mc_samples`` < 1 or a seed outside int64 is an InvalidInputError.
         """
@@ -82,6 +85,10 @@ class DropnetClient:
             if response.HasField(name):
                 result[name] = decode_tensor(getattr(response, name), name)
         return result
+
+    def get_model(self, name: str, version: str | None = None) -> v1.GetModelResponse:
+        """The description of one model version (the latest when ``version`` is None): task, classes or targets, ..."""
+        return self._stub.GetModel(v1.GetModelRequest(name=name, version=version or ""), timeout=self.timeout_s)
 
     def list_models(self) -> list[v1.ModelSummary]:
         """Every model the server knows, with its versions and readiness."""

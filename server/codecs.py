@@ -19,7 +19,7 @@ import numpy as np
 from dropnet import __version__
 from dropnet.core.errors import InvalidInputError
 from dropnet.core.manifest import INPUT_NAME, Manifest
-from dropnet.core.outputs import Mode
+from dropnet.core.outputs import Mode, Task
 from dropnet.protos.dropnet.v1 import predictor_pb2 as v1
 from dropnet.protos.inference import grpc_service_pb2 as oip
 from dropnet.server.dataplane import InferRequest, InferResult, ModelInfo
@@ -87,11 +87,16 @@ def decode_predict_request(request: v1.PredictRequest) -> InferRequest:
 
 
 def encode_predict_response(result: InferResult) -> v1.PredictResponse:
-    """The data plane's InferResult as a PredictResponse."""
+    """The data plane's InferResult as a PredictResponse: each output (a row of the output table) in its field."""
     response = v1.PredictResponse(model=result.model, version=result.version, seed=result.seed)
     for name, array in result.outputs.items():
         getattr(response, name).CopyFrom(encode_tensor(array))
     return response
+
+
+def _v1_task(task: Task) -> v1.Task:
+    """The dropnet.v1 Task value of ``task`` (TASK_ + its name)."""
+    return v1.Task.Value(f"TASK_{task.name}")
 
 
 def encode_model_list(models: Iterable[ModelRef]) -> v1.ListModelsResponse:
@@ -120,6 +125,8 @@ def encode_model(model: ModelInfo) -> v1.GetModelResponse:
             mean=normalisation.mean, std=normalisation.std, in_graph=normalisation.in_graph
         ),
         classes=manifest.classes,
+        task=_v1_task(manifest.task),
+        targets=manifest.targets,
         dropout=v1.Dropout(flavour=manifest.dropout.flavour, retain=manifest.dropout.retain),
         max_norm=[0.0 if c is None else c for c in manifest.max_norm],
         metrics=_numeric_metrics(manifest.metrics),

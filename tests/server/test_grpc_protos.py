@@ -117,4 +117,24 @@ def test_v1_seed_is_optional_and_tensors_are_typed() -> None:
     assert v1.PredictRequest(seed=0).HasField("seed")
     assert set(v1.Mode.keys()) == {"MODE_UNSPECIFIED", "MODE_DETERMINISTIC", "MODE_MC_DROPOUT"}
     outputs = {f.name for f in v1.PredictResponse.DESCRIPTOR.fields if f.message_type is v1.Tensor.DESCRIPTOR}
-    assert outputs == {name for mode in Mode for name in output_names(Task.CLASSIFICATION, mode)}
+    assert outputs == {name for task in Task for mode in Mode for name in output_names(task, mode)}
+
+
+V1_FIELD_NUMBERS = {
+    "PredictResponse": {
+        "model": 1, "version": 2, "seed": 3, "probabilities": 4, "predicted_class": 5, "logits": 6, "std": 7,
+        "predictive_entropy": 8, "mutual_information": 9, "samples": 10, "prediction": 11, "mean": 12,
+    },
+    "GetModelResponse": {
+        "name": 1, "version": 2, "input": 3, "value_range": 4, "normalisation": 5, "classes": 6, "dropout": 7,
+        "max_norm": 8, "metrics": 9, "onnx": 10, "mc": 11, "deterministic_outputs": 12, "mc_outputs": 13,
+        "manifest_json": 14, "task": 15, "targets": 16,
+    },
+}
+"""Field numbers of the dropnet.v1 responses: released numbers never change, new fields get new ones."""
+
+
+@pytest.mark.parametrize("message", sorted(V1_FIELD_NUMBERS))
+def test_v1_field_numbers_are_stable(message: str) -> None:
+    fields = v1.DESCRIPTOR.message_types_by_name[message].fields
+    assert {field.name: field.number for field in fields} == V1_FIELD_NUMBERS[message]

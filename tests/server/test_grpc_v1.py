@@ -102,7 +102,7 @@ def test_get_model_describes_the_manifest(stub: v1_grpc.PredictorStub, tiny_pred
     assert (model.input.name, model.input.dtype, list(model.input.shape)) == ("x", v1.DATA_TYPE_FLOAT32, [-1, 1, 8, 8])
     assert list(model.value_range) == manifest["input"]["value_range"]
     assert model.normalisation.mean == pytest.approx(manifest["input"]["normalisation"]["mean"])
-    assert list(model.classes) == manifest["classes"]
+    assert (model.task, list(model.classes), list(model.targets)) == (v1.TASK_CLASSIFICATION, manifest["classes"], [])
     assert model.dropout.flavour == manifest["dropout"]["flavour"]
     assert list(model.dropout.retain) == pytest.approx(manifest["dropout"]["retain"])
     assert list(model.max_norm) == pytest.approx([c or 0.0 for c in manifest["max_norm"]])

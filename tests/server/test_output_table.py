@@ -82,10 +82,16 @@ def test_the_proto_documents_each_output_as_the_table_does(tmp_path: Path) -> No
         fields[loc.path[3]].name: " ".join(loc.leading_comments.split())
         for loc in file.source_code_info.location if tuple(loc.path[:3]) == (4, message, 2) and len(loc.path) == 4
     }
-    words = {"B": "rows", "C": "classes", "T": "mc_samples"}
-    for spec in {spec.name: spec for mode in Mode for spec in CLASSIFICATION[mode]}.values():
+    words = {"B": "rows", "C": "classes", "D": "targets", "T": "mc_samples"}
+    documented: dict[str, tuple[str, list[dict[str, None]]]] = {}  # name → dtype, the words of each dimension
+    for spec in (spec for modes in OUTPUT_TABLE.values() for specs in modes.values() for spec in specs):
         assert v1.PredictResponse.DESCRIPTOR.fields_by_name[spec.name].message_type is v1.Tensor.DESCRIPTOR
-        assert comments[spec.name].startswith(f"{spec.dtype} [{', '.join(words[s] for s in spec.shape)}]:"), spec.name
+        dtype, dims = documented.setdefault(spec.name, (spec.dtype, [{} for _ in spec.shape]))
+        assert (dtype, len(dims)) == (spec.dtype, len(spec.shape)), spec.name
+        for dim, symbol in zip(dims, spec.shape):
+            dim[words[symbol]] = None
+    for name, (dtype, dims) in documented.items():  # an output of both tasks: "[rows, classes or targets]"
+        assert comments[name].startswith(f"{dtype} [{', '.join(' or '.join(dim) for dim in dims)}]:"), name
 
 
 BAD_REQUESTS: list[dict[str, Any]] = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +21,15 @@ from dropnet.core.manifest import (
     build_manifest,
 )
 from dropnet.core.outputs import Mode, Task, default_output_names, output_specs
+from dropnet.cli import main
 from dropnet.exporter.onnx_graph import IR_VERSION, OPSET
+from dropnet.protos.dropnet.v1 import predictor_pb2 as v1
 from dropnet.server import codecs
-from dropnet.server.cli_predict import format_table, to_json
+from dropnet.server.cli_predict import to_json
+from dropnet.server.client import DropnetClient
 from dropnet.server.dataplane import DataPlane, InferRequest, InferResult
 from dropnet.server.predictor import Predictor
+from tests.server.grpc_harness import ServerThread, grpc_settings
 from tests.server.handmade import repeated_samples, samples_output, serialised, write_package
 from tests.server.helpers import make_settings
 
@@ -73,8 +78,6 @@ def test_the_engine_answers_with_the_regression_outputs(regression_package: Path
     mc = predictor.predict(x, mc_samples=3, seed=1, return_samples=True)
     assert tuple(mc.outputs) == ("mean", "std", "samples") and mc.samples.shape == (3, 4, len(TARGETS))
     assert mc.probabilities is None
-    header = format_table(predictor, mc, 3).splitlines()[1].split()
-    assert header == ["row", "mean", "std"]
     report = to_json(predictor, mc, "x.npy", 3)
     assert report["targets"] == list(TARGETS) and sorted(report["rows"][0]) == ["mean", "row", "std"]
 
@@ -99,3 +102,49 @@ def test_the_data_plane_and_oip_metadata_follow_the_regression_table(regression_
     metadata = codecs.encode_model_metadata(model)
     table = {spec.name: spec.dims({"D": len(TARGETS)}) for mode in Mode for spec in output_specs(Task.REGRESSION, mode)}
     assert [(o.name, list(o.shape)) for o in metadata.outputs] == list(table.items())
+
+
+def test_dropnet_predict_prints_each_target_and_mc_mean_plus_minus_std(
+    regression_package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    x = _rows(2)
+    np.save(tmp_path / "x.npy", x)
+    expected = x @ WEIGHTS
+    assert main(["predict", str(regression_package), "--input", str(tmp_path / "x.npy")]) == 0
+    title, header, *rows = capsys.readouterr().out.splitlines()
+    assert title.endswith("weight scaling (deterministic); each target: prediction")
+    assert header.split() == ["row", *TARGETS]
+    np.testing.assert_allclose([[float(v) for v in line.split()[1:]] for line in rows], expected, atol=1e-4)
+    assert main(["predict", str(regression_package), "--input", str(tmp_path / "x.npy"), "--mc-samples", "3",
+                 "--seed", "5"]) == 0
+    title, header, *rows = capsys.readouterr().out.splitlines()
+    assert title.endswith("MC dropout, T=3, seed=5; each target: mean ± std")
+    assert header.split() == ["row", *TARGETS]
+    cells = [line.split()[1:] for line in rows]
+    assert all(cell[1::3] == ["±"] * len(TARGETS) for cell in cells)
+    np.testing.assert_allclose([[float(v) for v in cell[0::3]] for cell in cells], expected, atol=1e-4)
+    assert [[float(v) for v in cell[2::3]] for cell in cells] == [[0.0] * len(TARGETS)] * 2
+    assert main(["predict", str(regression_package), "--input", str(tmp_path / "x.npy"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["targets"] == list(TARGETS)
+    np.testing.assert_allclose([row["prediction"] for row in report["rows"]], expected, rtol=1e-6)
+
+
+def test_dropnet_v1_serves_the_regression_outputs_and_describes_the_targets(
+    regression_package: Path, tmp_path: Path
+) -> None:
+    predictor, x = Predictor.load(regression_package), _rows(3)
+    with ServerThread(grpc_settings(regression_package.parent.parent)) as server:
+        with DropnetClient(server.target) as client:
+            model = client.get_model("prices")
+            deterministic = client.predict("prices", x)
+            mc = client.predict("prices", x, mc_samples=4, seed=9, outputs=("mean", "std", "samples"))
+    assert (model.task, list(model.targets), list(model.classes)) == (v1.TASK_REGRESSION, list(TARGETS), [])
+    assert [o.name for o in model.deterministic_outputs] == ["prediction"]
+    assert [o.name for o in model.mc_outputs] == ["mean", "std", "samples"]
+    assert sorted(deterministic) == ["model", "prediction", "version"]
+    np.testing.assert_array_equal(deterministic["prediction"], predictor.predict(x).prediction)
+    embedded = predictor.predict(x, mc_samples=4, seed=9, return_samples=True)
+    assert sorted(mc) == ["mean", "model", "samples", "seed", "std", "version"] and mc["seed"] == 9
+    for name in ("mean", "std", "samples"):
+        np.testing.assert_array_equal(mc[name], embedded.outputs[name])

@@ -22,6 +22,12 @@ class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODE_UNSPECIFIED: _ClassVar[Mode]
     MODE_DETERMINISTIC: _ClassVar[Mode]
     MODE_MC_DROPOUT: _ClassVar[Mode]
+
+class Task(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_UNSPECIFIED: _ClassVar[Task]
+    TASK_CLASSIFICATION: _ClassVar[Task]
+    TASK_REGRESSION: _ClassVar[Task]
 DATA_TYPE_UNSPECIFIED: DataType
 DATA_TYPE_FLOAT32: DataType
 DATA_TYPE_FLOAT64: DataType
@@ -32,6 +38,9 @@ DATA_TYPE_INT64: DataType
 MODE_UNSPECIFIED: Mode
 MODE_DETERMINISTIC: Mode
 MODE_MC_DROPOUT: Mode
+TASK_UNSPECIFIED: Task
+TASK_CLASSIFICATION: Task
+TASK_REGRESSION: Task
 
 class Tensor(_message.Message):
     __slots__ = ("shape", "dtype", "data")
@@ -62,7 +71,7 @@ class PredictRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., input: _Optional[_Union[Tensor, _Mapping]] = ..., mode: _Optional[_Union[Mode, str]] = ..., mc_samples: _Optional[int] = ..., seed: _Optional[int] = ..., outputs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
-    __slots__ = ("model", "version", "seed", "probabilities", "predicted_class", "logits", "std", "predictive_entropy", "mutual_information", "samples")
+    __slots__ = ("model", "version", "seed", "probabilities", "predicted_class", "logits", "std", "predictive_entropy", "mutual_information", "samples", "prediction", "mean")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +82,8 @@ class PredictResponse(_message.Message):
     PREDICTIVE_ENTROPY_FIELD_NUMBER: _ClassVar[int]
     MUTUAL_INFORMATION_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     seed: int
@@ -83,7 +94,9 @@ class PredictResponse(_message.Message):
     predictive_entropy: Tensor
     mutual_information: Tensor
     samples: Tensor
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., seed: _Optional[int] = ..., probabilities: _Optional[_Union[Tensor, _Mapping]] = ..., predicted_class: _Optional[_Union[Tensor, _Mapping]] = ..., logits: _Optional[_Union[Tensor, _Mapping]] = ..., std: _Optional[_Union[Tensor, _Mapping]] = ..., predictive_entropy: _Optional[_Union[Tensor, _Mapping]] = ..., mutual_information: _Optional[_Union[Tensor, _Mapping]] = ..., samples: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    prediction: Tensor
+    mean: Tensor
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., seed: _Optional[int] = ..., probabilities: _Optional[_Union[Tensor, _Mapping]] = ..., predicted_class: _Optional[_Union[Tensor, _Mapping]] = ..., logits: _Optional[_Union[Tensor, _Mapping]] = ..., std: _Optional[_Union[Tensor, _Mapping]] = ..., predictive_entropy: _Optional[_Union[Tensor, _Mapping]] = ..., mutual_information: _Optional[_Union[Tensor, _Mapping]] = ..., samples: _Optional[_Union[Tensor, _Mapping]] = ..., prediction: _Optional[_Union[Tensor, _Mapping]] = ..., mean: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -160,7 +173,7 @@ class Onnx(_message.Message):
     def __init__(self, opset: _Optional[int] = ..., ir_version: _Optional[int] = ...) -> None: ...
 
 class GetModelResponse(_message.Message):
-    __slots__ = ("name", "version", "input", "value_range", "normalisation", "classes", "dropout", "max_norm", "metrics", "onnx", "mc", "deterministic_outputs", "mc_outputs", "manifest_json")
+    __slots__ = ("name", "version", "input", "value_range", "normalisation", "classes", "dropout", "max_norm", "metrics", "onnx", "mc", "deterministic_outputs", "mc_outputs", "manifest_json", "task", "targets")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -182,6 +195,8 @@ class GetModelResponse(_message.Message):
     DETERMINISTIC_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     MC_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_JSON_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     input: TensorSpec
@@ -196,4 +211,6 @@ class GetModelResponse(_message.Message):
     deterministic_outputs: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     mc_outputs: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     manifest_json: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., input: _Optional[_Union[TensorSpec, _Mapping]] = ..., value_range: _Optional[_Iterable[float]] = ..., normalisation: _Optional[_Union[Normalisation, _Mapping]] = ..., classes: _Optional[_Iterable[str]] = ..., dropout: _Optional[_Union[Dropout, _Mapping]] = ..., max_norm: _Optional[_Iterable[float]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., onnx: _Optional[_Union[Onnx, _Mapping]] = ..., mc: _Optional[_Union[MonteCarlo, _Mapping]] = ..., deterministic_outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., mc_outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., manifest_json: _Optional[str] = ...) -> None: ...
+    task: Task
+    targets: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., input: _Optional[_Union[TensorSpec, _Mapping]] = ..., value_range: _Optional[_Iterable[float]] = ..., normalisation: _Optional[_Union[Normalisation, _Mapping]] = ..., classes: _Optional[_Iterable[str]] = ..., dropout: _Optional[_Union[Dropout, _Mapping]] = ..., max_norm: _Optional[_Iterable[float]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., onnx: _Optional[_Union[Onnx, _Mapping]] = ..., mc: _Optional[_Union[MonteCarlo, _Mapping]] = ..., deterministic_outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., mc_outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., manifest_json: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., targets: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -57,7 +57,8 @@ class PredictorServicer:
     """
 
     def Predict(self, request, context):
-        """Predicts class probabilities for a batch of examples (DETERMINISTIC or MC_DROPOUT).
+        """Predicts a batch of examples (DETERMINISTIC or MC_DROPOUT): class probabilities for a
+        classification model, target values for a regression model (see GetModelResponse.task).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
