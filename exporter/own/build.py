@@ -49,10 +49,7 @@ def build_own_graphs(
     every axis but the first is fixed to its shape. A module without an active dropout site is
     refused: MC dropout needs one. The module's training flags are restored on return.
     """
-    try:
-        task = Task(task)
-    except ValueError:
-        raise ModelPackageError(f"task {task!r} is unknown; expected one of {[t.value for t in Task]}") from None
+    task = parse_task(task)
     flags = {sub: sub.training for sub in module.modules()}
     try:
         found = discover(module, example_input, tolerance)
@@ -73,3 +70,11 @@ def build_own_graphs(
             sub.training = training
     log.info("gates passed: deterministic max |Δ| %.3g, samples max |Δ| %.3g", report.deterministic, report.samples)
     return OwnGraphs(deterministic, mc, found.sites, report)
+
+
+def parse_task(task: Task | str) -> Task:
+    """``task`` as a Task; an unknown name is refused."""
+    try:
+        return Task(task)
+    except ValueError:
+        raise ModelPackageError(f"task {task!r} is unknown; expected one of {[t.value for t in Task]}") from None

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,7 +68,14 @@ def check_deterministic(
     proto: onnx.ModelProto, module: nn.Module, x: torch.Tensor, task: Task, tolerance: Tolerance
 ) -> float:
     """deterministic.onnx against the eval-mode module; returns max |Δ| of its first output."""
-    expected = eval_output(module, x)
+    return compare_deterministic(proto, x, eval_output(module, x), "the eval-mode module", task, tolerance)
+
+
+def compare_deterministic(
+    proto: onnx.ModelProto, x: torch.Tensor, expected: np.ndarray, against: str, task: Task, tolerance: Tolerance
+) -> float:
+    """deterministic.onnx on ``x`` against ``expected``, the network output of the reference ``against``
+    (in words); returns max |Δ| of its first output."""
     out = _run(session(proto), {INPUT_NAME: x.numpy()})
     first = "logits" if task is Task.CLASSIFICATION else "prediction"
     checks = {first: expected}
@@ -78,8 +86,8 @@ def check_deterministic(
         within, delta = tolerance.excess(out[name], reference)
         if not within:
             raise ModelPackageError(
-                f"deterministic.onnx: {name} {list(out[name].shape)} differs from the eval-mode module by max "
-                f"|Δ| = {delta:.3g}; expected ≤ {tolerance.atol:g} + {tolerance.rtol:g}·|torch|"
+                f"deterministic.onnx: {name} {list(out[name].shape)} differs from {against} by max "
+                f"|Δ| = {delta:.3g}; expected ≤ {tolerance.atol:g} + {tolerance.rtol:g}·|reference|"
             )
         measured[name] = delta
     return measured[first]
@@ -111,6 +119,22 @@ def check_samples(
     tolerance: Tolerance,
 ) -> float:
     """Each sample of mc.onnx against the torch module with the same masks; returns max |Δ|."""
+
+    def reference(seeds: np.ndarray, sample: int) -> np.ndarray:
+        return sampled_output(module, x, _Masks(sites, seeds, sample))
+
+    return compare_samples(proto, x, reference, "the module", task, tolerance)
+
+
+SampleReference = Callable[[np.ndarray, int], np.ndarray]
+"""(row seeds int64 [B], sample index t) -> the reference network's output [B, D] with the masks the
+numpy model of the hash rebuilds for those seeds and t."""
+
+
+def compare_samples(
+    proto: onnx.ModelProto, x: torch.Tensor, reference: SampleReference, against: str, task: Task, tolerance: Tolerance
+) -> float:
+    """Each sample of mc.onnx on ``x`` against ``reference`` (``against``: it in words); returns max |Δ|."""
     sess = session(proto)
     rows = len(x)
     worst = 0.0
@@ -119,14 +143,14 @@ def check_samples(
         for feed in (np.array([seed], np.int64), seeds):
             samples = _run(sess, mc_feeds(x, PARITY_SAMPLES, feed))[SAMPLES]
             for t in range(PARITY_SAMPLES):
-                expected = sampled_output(module, x, _Masks(sites, seeds, t))
+                expected = reference(seeds, t)
                 if task is Task.CLASSIFICATION:
                     expected = _softmax(expected)
                 within, delta = tolerance.excess(samples[t], expected)
                 if not within:
                     raise ModelPackageError(
-                        f"mc.onnx: sample {t} for seed {seed} differs from the module run with the same masks by max "
-                        f"|Δ| = {delta:.3g}; expected ≤ {tolerance.atol:g} + {tolerance.rtol:g}·|torch|"
+                        f"mc.onnx: sample {t} for seed {seed} differs from {against} run with the same masks by max "
+                        f"|Δ| = {delta:.3g}; expected ≤ {tolerance.atol:g} + {tolerance.rtol:g}·|reference|"
                     )
                 worst = max(worst, delta)
     return worst
