@@ -66,6 +66,9 @@ def build_mc(
         samples_1d = g.op("Reshape", NUM_SAMPLES_INPUT, g.i64([1]))
         rows = g.op("Gather", g.op("Shape", INPUT_NAME), g.i64(0), axis=0)
         noise = CounterNoise(g, SEED_INPUT, NUM_SAMPLES_INPUT, rows)
+    sites = [step for step in steps if isinstance(step, Noise)]
+    with g.scope("sites.hash"):
+        words = noise.words({s.site: words_per_sample(prod(s.features), s.retain, s.flavour) for s in sites})
     exposed: list[helper.ValueInfoProto] = []
     activations, tiled = INPUT_NAME, False
     for position, step in enumerate(steps):
@@ -73,7 +76,8 @@ def build_mc(
             with g.scope(f"layer{position}"):
                 activations = emit_layer(g, step, activations)
             continue
-        activations, values, kind = _noise_site(g, noise, step, activations, samples_1d if tiled else g.i64([1]))
+        lead = samples_1d if tiled else g.i64([1])
+        activations, values, kind = _noise_site(g, words[step.site], step, activations, lead)
         tiled = True
         if expose_internals:
             name = g.op("Identity", values, out=f"noise_{step.site}")
@@ -88,26 +92,25 @@ def build_mc(
             exposed.append(
                 helper.make_tensor_value_info("logit_samples", TensorProto.FLOAT, [NUM_SAMPLES_INPUT, BATCH, classes])
             )
-        _summaries(g, logits)
+        classification_summaries(g, logits)
     outputs = table_outputs(Task.CLASSIFICATION, Mode.MC, {"B": BATCH, "C": classes, "T": NUM_SAMPLES_INPUT})
     inputs = [
         helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [BATCH, *spec.shape]),
         helper.make_tensor_value_info(NUM_SAMPLES_INPUT, TensorProto.INT64, []),
         helper.make_tensor_value_info(SEED_INPUT, TensorProto.INT64, [SEEDS]),
     ]
-    own = {"graph": "mc", "rng_scheme": RNG_SCHEME, "rng_max_samples": str(_max_samples(steps))}
+    own = {"graph": "mc", "rng_scheme": RNG_SCHEME, "rng_max_samples": str(_max_samples(sites))}
     return g.model(GRAPH_NAME, inputs, outputs + exposed, merge_metadata(metadata, own), __doc__ or "")
 
 
-def _noise_site(g: GraphBuilder, noise: CounterNoise, step: Noise, activations: str, lead: str) -> tuple[str, str, int]:
-    """Multiply activations [lead·B, *features] by the site's noise [T, B, n]; ``lead`` is [T] or [1].
+def _noise_site(g: GraphBuilder, words: str, step: Noise, activations: str, lead: str) -> tuple[str, str, int]:
+    """Multiply activations [lead·B, *features] by the site's noise [T, B, n], drawn from its hash
+    ``words``; ``lead`` is [T] or [1].
 
     Returns the noisy activations [T·B, *features], the noise (bool keep mask or float multiplier)
     and its element type.
     """
     units = prod(step.features)
-    with g.scope(f"site{step.site}.hash"):
-        words = noise.words(step.site, words_per_sample(units, step.retain, step.flavour))
     with g.scope(f"site{step.site}.draw"):
         if step.flavour == "gaussian":
             values, kind = gaussian_noise(g, words, step.retain, units), TensorProto.FLOAT
@@ -132,8 +135,14 @@ def _stochastic(steps: list[Step]) -> list[Step]:
     return kept
 
 
-def _summaries(g: GraphBuilder, logits: str) -> None:
-    """The MC classification outputs of the output table, from logits [T, B, C]."""
+def classification_summaries(g: GraphBuilder, logits: str) -> None:
+    """The MC classification outputs of the output table, from the sample logits [T, B, C].
+
+    Adds ``samples`` (each sample's softmax), ``probabilities`` (their mean over T), ``std``
+    (population std over T), ``predictive_entropy`` (entropy of the mean, nats) and
+    ``mutual_information`` (BALD: predictive entropy minus the mean per-sample entropy, clamped
+    at 0). Shared by the MC graphs of dropnet's own networks and of users' modules.
+    """
     first = g.i64([0])
     samples = g.op("Softmax", logits, axis=-1, out=SAMPLES)
     mean = g.op("ReduceMean", samples, first, keepdims=0, out="probabilities")
@@ -150,8 +159,7 @@ def _entropy(g: GraphBuilder, probabilities: str, out: str | None = None) -> str
     return g.op("Neg", g.op("ReduceSum", g.op("Mul", probabilities, log_p), g.i64([-1]), keepdims=0), out=out)
 
 
-def _max_samples(steps: list[Step]) -> int:
+def _max_samples(sites: list[Noise]) -> int:
     """Largest T for which every site's counters are distinct (see exporter.rng)."""
-    sites = [s for s in steps if isinstance(s, Noise)]
     widest = max((words_per_sample(prod(s.features), s.retain, s.flavour) for s in sites), default=1)
     return COUNTER_LIMIT // widest

@@ -41,6 +41,7 @@ size, which is what lets a server batch rows of different requests.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 from onnx import TensorProto
@@ -87,14 +88,14 @@ def words_per_sample(units: int, retain: float, flavour: str) -> int:
 
 
 class CounterNoise:
-    """Builds the hash words of each dropout site for the rows of one batch and T samples."""
+    """Builds the hash words of the dropout sites for the rows of one batch and T samples."""
 
     def __init__(self, g: GraphBuilder, seed: str, num_samples: str, rows: str) -> None:
         """``seed``: int64 [1] (one seed for the batch) or [B]; ``num_samples``: scalar T; ``rows``: scalar B."""
         self._g = g
         indices = g.op("Cast", g.op("Range", g.i64(0), num_samples, g.i64(1)), to=TensorProto.UINT32)
         self._sample_index = g.op("Reshape", indices, g.i64([-1, 1, 1]))
-        self._row_keys = self._keys(seed, rows)
+        self._row_keys = g.op("Unsqueeze", self._keys(seed, rows), g.i64([0, 2]))
 
     def _keys(self, seed: str, rows: str) -> str:
         """uint32 [B] row keys; a [1] seed S stands for the row seeds S ^ (b << 32) (exporter.seeding)."""
@@ -113,16 +114,34 @@ class CounterNoise:
         high = g.op("Cast", shifted, to=TensorProto.UINT32)
         return fmix32(g, g.op("BitwiseXor", low, fmix32(g, g.op("BitwiseXor", high, g.u32(HI_SALT)))))
 
-    def words(self, site: int, count: int) -> str:
-        """uint32 [T, B, count]: word w of sample t of row b at dropout site ``site``."""
+    def words(self, counts: Mapping[int, int]) -> dict[int, str]:
+        """uint32 [T, B, count] per site ``site: count``: word w of sample t of row b at that site.
+
+        The sites' words are hashed side by side, [T, B, Σ count], by one chain of nodes and then
+        sliced apart: onnxruntime's cost is per node as much as per element at these sizes.
+        """
+        if not counts:
+            return {}
         g = self._g
-        salt = ((site + 1) * SITE_STEP) % WORD
-        site_key = fmix32(g, g.op("BitwiseXor", self._row_keys, g.u32(salt)))
-        site_key = g.op("Unsqueeze", site_key, g.i64([0, 2]))
-        sample_base = g.op("Mul", self._sample_index, g.u32((count * GOLDEN) % WORD))
-        unit_offsets = (np.arange(count, dtype=np.uint64) * GOLDEN % WORD).astype(np.uint32).reshape(1, 1, count)
-        counters = g.op("Add", sample_base, g.const(unit_offsets, "unit_offsets"))
-        return fmix32(g, g.op("BitwiseXor", counters, site_key))
+        sites, widths = list(counts), list(counts.values())
+        salts = np.array([((site + 1) * SITE_STEP) % WORD for site in sites], dtype=np.uint32)
+        site_keys = fmix32(g, g.op("BitwiseXor", self._row_keys, g.const(salts, "site_salts")))  # [1, B, S]
+        if len(sites) > 1:
+            columns = np.repeat(np.arange(len(sites)), widths)
+            site_keys = g.op("Gather", site_keys, g.const(columns, "word_sites"), axis=2)  # [1, B, Σ count]
+        # Counter of word w of sample t at a site of W words: (t·W + w)·GOLDEN, as t·(W·GOLDEN) + w·GOLDEN.
+        steps = np.repeat(np.array(widths, dtype=np.uint64) * GOLDEN % WORD, widths).astype(np.uint32)
+        offsets = np.concatenate([np.arange(w, dtype=np.uint64) * GOLDEN % WORD for w in widths]).astype(np.uint32)
+        sample_base = g.op("Mul", self._sample_index, g.const(steps, "word_steps"))
+        counters = g.op("Add", sample_base, g.const(offsets, "word_offsets"))  # [T, 1, Σ count]
+        words = fmix32(g, g.op("BitwiseXor", counters, site_keys))
+        if len(sites) == 1:
+            return {sites[0]: words}
+        ends = np.cumsum(widths)
+        return {
+            site: g.op("Slice", words, g.i64([end - width]), g.i64([end]), g.i64([2]))
+            for site, width, end in zip(sites, widths, ends)
+        }
 
 
 def fmix32(g: GraphBuilder, x: str) -> str:
@@ -140,11 +159,13 @@ def keep_mask(g: GraphBuilder, words: str, retain: float, units: int) -> str:
     """bool [T, B, units]: Bernoulli(p) keep decisions, 32 // b per word (see the module docstring)."""
     bits = decision_bits(retain)
     fields = 32 // bits
-    # Field k of word w, moved to the top bits: (h << k·b) as a wrapping multiply, [T, B, K, W].
-    shifts = np.array([[1 << (bits * k)] for k in range(fields)], dtype=np.uint32)
-    shifted = g.op("Mul", g.op("Unsqueeze", words, g.i64([2])), g.const(shifts, "field_shifts"))
+    count = -(-units // fields)
+    # Unit k·W + w is field k of word w: the words tiled K times, [T, B, K·W], each copy times 2^(k·b)
+    # (a wrapping multiply moving field k to the top bits) and compared with the threshold's top bits.
+    shifts = np.repeat(np.array([1 << (bits * k) for k in range(fields)], dtype=np.uint32), count)
+    shifted = g.op("Mul", g.op("Tile", words, g.i64([1, 1, fields])), g.const(shifts, "field_shifts"))
     keep = g.op("Less", shifted, g.u32(keep_threshold(retain) << (32 - bits)))
-    return _first_units(g, g.op("Reshape", keep, g.i64([0, 0, -1])), units, fields)
+    return _first_units(g, keep, units, fields)
 
 
 def gaussian_noise(g: GraphBuilder, words: str, retain: float, units: int) -> str:

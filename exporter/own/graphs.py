@@ -10,8 +10,10 @@ computed with the rows on its first axis is taken from there, tiled, instead of 
 copies this makes unnecessary are pruned, so what remains of "tiled/" is the part after the first
 sites plus the shape arithmetic. At a site the activations [T·B·k, …] (or, straight from the first
 part, [B·k, …]) are viewed as [T or 1, B, n] and multiplied by the site's noise [T, B, n]
-(exporter.rng, from the row seeds), or per channel as [T, B, C, rest] by [T, B, C, 1]. The
-network's output [T·B, D] is viewed as [T, B, D] and reduced in the graph.
+(exporter.rng, from the row seeds), or per channel as [T, B, C, rest] by [T, B, C, 1]; the hash
+words of all the sites are computed side by side by one chain of nodes, since onnxruntime's cost
+at these sizes is as much per node as per element. The network's output [T·B, D] is viewed as
+[T, B, D] and reduced in the graph.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from onnx import ModelProto, TensorProto, helper
 
 from dropnet.core.manifest import INPUT_NAME, NUM_SAMPLES_INPUT, SEED_INPUT
 from dropnet.core.outputs import SAMPLES, Mode, Task
-from dropnet.exporter.mc import _summaries
+from dropnet.exporter.mc import classification_summaries
 from dropnet.exporter.onnx_graph import GraphBuilder, merge_metadata, table_outputs
 from dropnet.exporter.own.network import MarkedNetwork, prune
 from dropnet.exporter.own.sites import Granularity, SiteInfo, eval_scale, keep_scale
@@ -58,9 +60,9 @@ def build_deterministic(
     names = net.emit(g, NET, range(len(net.graph.node)), {net.input: INPUT_NAME}, eval_value)
     y = net.resolved(names, NET, net.output)
     if task is Task.CLASSIFICATION:
-        g.op("Softmax", g.op("Identity", y, out="logits"), axis=-1, out="probabilities")
+        g.op("Softmax", _output_as(g, y, "logits"), axis=-1, out="probabilities")
     else:
-        g.op("Identity", y, out="prediction")
+        _output_as(g, y, "prediction")
     return _model(g, net, task, Mode.DETERMINISTIC, width, merge_metadata(metadata, {"graph": "deterministic"}))
 
 
@@ -73,6 +75,9 @@ def build_mc(proto: ModelProto, sites: list[SiteInfo], task: Task, width: int, m
         samples = g.op("Reshape", NUM_SAMPLES_INPUT, g.i64([1]))
         rows = g.op("Gather", g.op("Shape", INPUT_NAME), g.i64(0), axis=0)
         noise = CounterNoise(g, SEED_INPUT, NUM_SAMPLES_INPUT, rows)
+    noisy = [s for s in sites if not is_noiseless(s.call.retain, s.call.flavour)]
+    with g.scope("sites.hash"):
+        words = noise.words({s.index: words_per_sample(s.units, s.call.retain, s.call.flavour) for s in noisy})
     after = net.after_sites()
     before = [p for p in range(len(net.graph.node)) if p not in after]
     once = net.emit(g, ONCE, before, {net.input: INPUT_NAME}, _no_marker)
@@ -82,12 +87,12 @@ def build_mc(proto: ModelProto, sites: list[SiteInfo], task: Task, width: int, m
 
     def sample(site: int, exported: str, copied: str) -> str:
         info = sites[site]
-        if is_noiseless(info.call.retain, info.call.flavour):
+        if site not in words:
             scale = keep_scale(info.call)
             return copied if scale == 1.0 else g.op("Mul", copied, g.f32(scale))
         if exported in shared:
-            return _noisy(g, noise, info, shared[exported][0], g.i64([1]))
-        return _noisy(g, noise, info, copied, samples)
+            return _noisy(g, words[site], info, shared[exported][0], None)
+        return _noisy(g, words[site], info, copied, samples)
 
     names = net.emit(g, TILED, range(len(net.graph.node)), tiled, sample)
     with g.scope("summaries"):
@@ -124,17 +129,25 @@ def _tile(g: GraphBuilder, x: str, rank: int, samples: str) -> str:
     return g.op("Tile", x, g.op("Concat", samples, g.i64([1] * (rank - 1)), axis=0))
 
 
-def _noisy(g: GraphBuilder, noise: CounterNoise, site: SiteInfo, x: str, lead: str) -> str:
-    """x [lead·B·k, …] times the site's noise [T, B, n]: [T·B·k, …]; ``lead`` is [T] or [1]."""
+def _noisy(g: GraphBuilder, words: str, site: SiteInfo, x: str, samples: str | None) -> str:
+    """x [T·B·k, …] times the site's noise [T, B, n] drawn from its hash ``words``: [T·B·k, …].
+
+    ``samples``: [T]; None where x comes from the part before the sites, [B·k, …]. The keep scale
+    1/p goes on x when it has no sample axis, else on the noise (bit for bit the same product).
+    """
     call, units = site.call, site.units
-    with g.scope(f"site{site.index}.hash"):
-        words = noise.words(site.index, words_per_sample(units, call.retain, call.flavour))
+    lead = g.i64([1]) if samples is None else samples
     with g.scope(f"site{site.index}.draw"):
         if call.flavour == "gaussian":
             factor = gaussian_noise(g, words, call.retain, units)
         else:
-            factor = g.op("Where", keep_mask(g, words, call.retain, units), g.f32(keep_scale(call)), g.f32(0.0))
+            factor = g.op("Cast", keep_mask(g, words, call.retain, units), to=TensorProto.FLOAT)
     with g.scope(f"site{site.index}.apply"):
+        scale = keep_scale(call)
+        if scale != 1.0 and samples is None:
+            x = g.op("Mul", x, g.f32(scale))
+        elif scale != 1.0:
+            factor = g.op("Mul", factor, g.f32(scale))
         if call.granularity is Granularity.CHANNEL:
             rest = prod(site.shape[2:])
             grouped = g.op("Reshape", x, g.op("Concat", lead, g.i64([-1, units, rest]), axis=0))
@@ -147,13 +160,26 @@ def _noisy(g: GraphBuilder, noise: CounterNoise, site: SiteInfo, x: str, lead: s
 def _summarise(g: GraphBuilder, task: Task, per_sample: str) -> None:
     """The task's MC outputs from the samples [T, B, D] (classification: logits)."""
     if task is Task.CLASSIFICATION:
-        _summaries(g, per_sample)
+        classification_summaries(g, per_sample)
         return
     first = g.i64([0])
-    samples = g.op("Identity", per_sample, out=SAMPLES)
+    samples = _output_as(g, per_sample, SAMPLES)
     mean = g.op("ReduceMean", samples, first, keepdims=0, out="mean")
     spread = g.op("Sub", samples, mean)
     g.op("Sqrt", g.op("ReduceMean", g.op("Mul", spread, spread), first, keepdims=0), out="std")
+
+
+def _output_as(g: GraphBuilder, x: str, name: str) -> str:
+    """``x`` renamed ``name`` (a graph output) where a node of ``g`` computes it, else an Identity
+    (x is the input or a weight): an Identity is one more node to run per call."""
+    if not any(x in node.output for node in g.nodes):
+        return g.op("Identity", x, out=name)
+    for node in g.nodes:
+        for names in (node.input, node.output):
+            for position, value in enumerate(names):
+                if value == x:
+                    names[position] = name
+    return name
 
 
 def _model(
