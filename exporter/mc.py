@@ -36,9 +36,8 @@ from dropnet.exporter.rng import (
     COUNTER_LIMIT,
     RNG_SCHEME,
     CounterNoise,
-    gaussian_noise,
     is_noiseless,
-    keep_mask,
+    site_noise,
     words_per_sample,
 )
 from dropnet.exporter.steps import Affine, Noise, Step, fold_affines, output_features, read_network
@@ -112,10 +111,7 @@ def _noise_site(g: GraphBuilder, words: str, step: Noise, activations: str, lead
     """
     units = prod(step.features)
     with g.scope(f"site{step.site}.draw"):
-        if step.flavour == "gaussian":
-            values, kind = gaussian_noise(g, words, step.retain, units), TensorProto.FLOAT
-        else:
-            values, kind = keep_mask(g, words, step.retain, units), TensorProto.BOOL
+        values, kind = site_noise(g, words, step.flavour, step.retain, units)
     with g.scope(f"site{step.site}.apply"):
         grouped = g.op("Reshape", activations, g.op("Concat", lead, g.i64([-1, units]), axis=0))
         factor = values if kind == TensorProto.FLOAT else g.op("Cast", values, to=TensorProto.FLOAT)

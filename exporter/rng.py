@@ -112,7 +112,9 @@ class CounterNoise:
         unsigned = g.op("Cast", row_seeds, to=TensorProto.UINT64)
         shifted = g.op("BitShift", unsigned, g.const(np.uint64(32)), direction="RIGHT")
         high = g.op("Cast", shifted, to=TensorProto.UINT32)
-        return fmix32(g, g.op("BitwiseXor", low, fmix32(g, g.op("BitwiseXor", high, g.u32(HI_SALT)))))
+        # k = fmix32(lo ^ fmix32(hi ^ HI_SALT)); returned as the pre-image z of k under xorshift16 (see _fmix_body).
+        inner = _fmix_body(g, _xorshift(g, g.op("BitwiseXor", high, g.u32(HI_SALT)), 16))
+        return _fmix_body(g, g.op("BitwiseXor", _xorshift(g, low, 16), inner))
 
     def words(self, counts: Mapping[int, int]) -> dict[int, str]:
         """uint32 [T, B, count] per site ``site: count``: word w of sample t of row b at that site.
@@ -125,7 +127,10 @@ class CounterNoise:
         g = self._g
         sites, widths = list(counts), list(counts.values())
         salts = np.array([((site + 1) * SITE_STEP) % WORD for site in sites], dtype=np.uint32)
-        site_keys = fmix32(g, g.op("BitwiseXor", self._row_keys, g.const(salts, "site_salts")))  # [1, B, S]
+        # Row and site keys are kept as their pre-images under xorshift16 (z with key = z ^ (z >> 16)):
+        # xorshift16 is linear over xor and its own inverse on uint32, so fmix32's first step on
+        # key ^ salt is z ^ xorshift16(salt), and on counter ^ site_key it is xorshift16(counter) ^ z.
+        site_keys = _fmix_body(g, g.op("BitwiseXor", self._row_keys, g.const(_xorshift16(salts), "site_salts")))
         if len(sites) > 1:
             columns = np.repeat(np.arange(len(sites)), widths)
             site_keys = g.op("Gather", site_keys, g.const(columns, "word_sites"), axis=2)  # [1, B, Σ count]
@@ -134,7 +139,7 @@ class CounterNoise:
         offsets = np.concatenate([np.arange(w, dtype=np.uint64) * GOLDEN % WORD for w in widths]).astype(np.uint32)
         sample_base = g.op("Mul", self._sample_index, g.const(steps, "word_steps"))
         counters = g.op("Add", sample_base, g.const(offsets, "word_offsets"))  # [T, 1, Σ count]
-        words = fmix32(g, g.op("BitwiseXor", counters, site_keys))
+        words = _xorshift(g, _fmix_body(g, g.op("BitwiseXor", _xorshift(g, counters, 16), site_keys)), 16)
         if len(sites) == 1:
             return {sites[0]: words}
         ends = np.cumsum(widths)
@@ -144,11 +149,30 @@ class CounterNoise:
         }
 
 
-def fmix32(g: GraphBuilder, x: str) -> str:
-    """MurmurHash3's 32-bit finaliser on a uint32 tensor."""
-    for shift, multiplier in zip((16, 13), FMIX_MULTIPLIERS):
-        x = g.op("Mul", _xorshift(g, x, shift), g.u32(multiplier))
-    return _xorshift(g, x, 16)
+def site_noise(g: GraphBuilder, words: str, flavour: str, retain: float, units: int) -> tuple[str, int]:
+    """A site's noise [T, B, units] from its hash ``words``, and its element type: the gaussian
+    flavour's float multiplier, or every other flavour's bool keep mask (its scaling is the caller's)."""
+    if flavour == "gaussian":
+        return gaussian_noise(g, words, retain, units), TensorProto.FLOAT
+    return keep_mask(g, words, retain, units), TensorProto.BOOL
+
+
+def _fmix_body(g: GraphBuilder, x: str) -> str:
+    """fmix32 without its first and last step x ^= x >> 16: (x·M1 ^ (x·M1 >> 13))·M2 mod 2^32.
+
+    The chains in :class:`CounterNoise` call this rather than a whole fmix32: x ^ (x >> 16) is
+    linear over xor and its own inverse on uint32, so a key is carried as its pre-image z (key =
+    z ^ (z >> 16)) and the next fmix32's first step on key ^ v is z ^ v ^ (v >> 16). That drops 8
+    small key nodes and moves the words' first xorshift onto the counters, [T, 1, W], shared by the
+    B rows (onnxruntime's BitShift and BitwiseXor cost ~3-4x a Mul per element). Bit-identical.
+    """
+    x = g.op("Mul", x, g.u32(FMIX_MULTIPLIERS[0]))
+    return g.op("Mul", _xorshift(g, x, 13), g.u32(FMIX_MULTIPLIERS[1]))
+
+
+def _xorshift16(values: np.ndarray) -> np.ndarray:
+    """x ^ (x >> 16) on uint32 constants (numpy)."""
+    return values ^ (values >> np.uint32(16))
 
 
 def _xorshift(g: GraphBuilder, x: str, shift: int) -> str:

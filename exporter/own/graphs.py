@@ -33,9 +33,8 @@ from dropnet.exporter.rng import (
     COUNTER_LIMIT,
     RNG_SCHEME,
     CounterNoise,
-    gaussian_noise,
     is_noiseless,
-    keep_mask,
+    site_noise,
     words_per_sample,
 )
 
@@ -138,10 +137,9 @@ def _noisy(g: GraphBuilder, words: str, site: SiteInfo, x: str, samples: str | N
     call, units = site.call, site.units
     lead = g.i64([1]) if samples is None else samples
     with g.scope(f"site{site.index}.draw"):
-        if call.flavour == "gaussian":
-            factor = gaussian_noise(g, words, call.retain, units)
-        else:
-            factor = g.op("Cast", keep_mask(g, words, call.retain, units), to=TensorProto.FLOAT)
+        factor, kind = site_noise(g, words, call.flavour, call.retain, units)
+        if kind != TensorProto.FLOAT:
+            factor = g.op("Cast", factor, to=TensorProto.FLOAT)
     with g.scope(f"site{site.index}.apply"):
         scale = keep_scale(call)
         if scale != 1.0 and samples is None:
