@@ -15,7 +15,7 @@ Layout: activations stay [B, *features] up to the first noisy dropout site, so l
 (e.g. the first Linear when the input has p = 1) run once per row and are shared by all samples.
 At a site the activations are viewed as [T or 1, B, n] and multiplied by noise [T, B, n]
 (broadcasting tiles them), then flattened to [T·B, *features] for the next Gemm/Conv. Noise
-per flavour (exporter.rng): paper keeps units with probability p, unscaled weights, so that
+per flavour (dropnet.exporter.rng): paper keeps units with probability p, unscaled weights, so that
 E[mc] of a layer equals deterministic.onnx's; inverted keeps with probability p and the 1/p is
 folded into the next layer's weights; gaussian multiplies by N(1, (1-p)/p). Standardize runs
 before the input noise (mask·(x - m)/s) and batch norm uses its eval statistics, folded.
@@ -156,6 +156,6 @@ def _entropy(g: GraphBuilder, probabilities: str, out: str | None = None) -> str
 
 
 def _max_samples(sites: list[Noise]) -> int:
-    """Largest T for which every site's counters are distinct (see exporter.rng)."""
+    """Largest T for which every site's counters are distinct (see dropnet.exporter.rng)."""
     widest = max((words_per_sample(prod(s.features), s.retain, s.flavour) for s in sites), default=1)
     return COUNTER_LIMIT // widest

@@ -43,7 +43,7 @@ def check_in_onnxruntime(deterministic: bytes, mc: bytes, model: nn.Sequential, 
             f"{GRAPH_FILES[Mode.DETERMINISTIC]}: logits differ from the torch test-time network's by max |Δ| = "
             f"{delta:.3g} on {PARITY_ROWS} rows; expected ≤ {LOGITS_TOLERANCE}"
         )
-    _expect_close(Mode.DETERMINISTIC, "probabilities", out["probabilities"], _softmax(expected))
+    _expect_close(Mode.DETERMINISTIC, "probabilities", out["probabilities"], softmax(expected))
 
 
 def check_outputs(deterministic: bytes, mc: bytes, task: Task, x: np.ndarray, width: int) -> dict[str, np.ndarray]:
@@ -94,6 +94,7 @@ def _expect_close(mode: Mode, what: str, actual: np.ndarray, expected: np.ndarra
         )
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis (the classes), as the graphs compute ``probabilities``."""
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)

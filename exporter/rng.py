@@ -98,7 +98,7 @@ class CounterNoise:
         self._row_keys = g.op("Unsqueeze", self._keys(seed, rows), g.i64([0, 2]))
 
     def _keys(self, seed: str, rows: str) -> str:
-        """uint32 [B] row keys; a [1] seed S stands for the row seeds S ^ (b << 32) (exporter.seeding)."""
+        """uint32 [B] row keys; a [1] seed S stands for the row seeds S ^ (b << 32) (dropnet.core.seeding.row_seeds)."""
         g = self._g
         rows_1d = g.op("Reshape", rows, g.i64([1]))
         single = g.op("Equal", g.op("Shape", seed), g.i64([1]))

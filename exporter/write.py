@@ -131,6 +131,7 @@ def _write_directory(out_dir: Path, files: dict[str, bytes], force: bool) -> Non
     Durability follows ``dropnet.core.fileio``: the files and the staging directory are synced before
     the rename, the parent directory after it.
     """
+    out_dir = Path(os.path.abspath(out_dir))  # so its parent is a real sibling directory, also for "."
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
@@ -161,4 +162,7 @@ def _swap_in(staging: Path, out_dir: Path) -> None:
     except BaseException:
         os.replace(retired, out_dir)
         raise
-    shutil.rmtree(retired)
+    try:
+        shutil.rmtree(retired)
+    except OSError as exc:  # the new package is in place; only the old copy's clean-up failed
+        log.warning("replaced %s, but could not delete its old copy %s: %s", out_dir, retired, exc)

@@ -1,6 +1,6 @@
 """Protobuf ⇄ numpy for both gRPC APIs: ``dropnet.v1.Predictor`` and KServe v2 / OIP.
 
-Requests become :class:`server.dataplane.InferRequest`; results and manifests become responses.
+Requests become :class:`dropnet.server.dataplane.InferRequest`; results and manifests become responses.
 Everything a client can get wrong about the encoding itself (unknown datatype, byte length or
 element count that does not match the shape, raw and typed contents mixed) raises
 :class:`InvalidInputError` saying what was expected; what the model expects of the values
@@ -44,15 +44,15 @@ DETERMINISTIC, MC = Mode.DETERMINISTIC.value, Mode.MC.value
 # --- shared -----------------------------------------------------------------------------------
 
 
-def output_specs(manifest: Manifest, mode: Mode) -> list[tuple[str, np.dtype, list[int]]]:
+def tensor_specs(manifest: Manifest, mode: Mode) -> list[tuple[str, np.dtype, list[int]]]:
     """(name, dtype, shape) of every output of ``mode``, from the output table; -1 marks the rows (and the samples)."""
     sizes = manifest.sizes()
     return [(spec.name, np.dtype(spec.dtype), spec.dims(sizes)) for spec in manifest.outputs(mode)]
 
 
-def all_output_specs(manifest: Manifest) -> list[tuple[str, np.dtype, list[int]]]:
+def all_tensor_specs(manifest: Manifest) -> list[tuple[str, np.dtype, list[int]]]:
     """The outputs of every mode, deterministic ones first, each name once."""
-    specs = {spec[0]: spec for mode in Mode for spec in output_specs(manifest, mode)}
+    specs = {spec[0]: spec for mode in Mode for spec in tensor_specs(manifest, mode)}
     return list(specs.values())
 
 
@@ -132,8 +132,8 @@ def encode_model(model: ModelInfo) -> v1.GetModelResponse:
         metrics=_numeric_metrics(manifest.metrics),
         onnx=v1.Onnx(opset=manifest.onnx.opset, ir_version=manifest.onnx.ir_version),
         mc=v1.MonteCarlo(max_samples=model.max_mc_samples, rng=manifest.mc.rng),
-        deterministic_outputs=[_tensor_spec(*spec) for spec in output_specs(manifest, Mode.DETERMINISTIC)],
-        mc_outputs=[_tensor_spec(*spec) for spec in output_specs(manifest, Mode.MC)],
+        deterministic_outputs=[_tensor_spec(*spec) for spec in tensor_specs(manifest, Mode.DETERMINISTIC)],
+        mc_outputs=[_tensor_spec(*spec) for spec in tensor_specs(manifest, Mode.MC)],
         manifest_json=json.dumps(manifest.to_dict(), sort_keys=True),
     )
 
@@ -292,6 +292,6 @@ def encode_model_metadata(model: ModelInfo) -> oip.ModelMetadataResponse:
         inputs=[tensor(name=spec.name, datatype=oip_datatype(np.dtype(spec.dtype)), shape=[-1, *spec.shape])],
         outputs=[
             tensor(name=name, datatype=oip_datatype(dtype), shape=shape)
-            for name, dtype, shape in all_output_specs(model.manifest)
+            for name, dtype, shape in all_tensor_specs(model.manifest)
         ],
     )

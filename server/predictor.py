@@ -95,7 +95,9 @@ class Predictor:
         ``spin_wait`` lets onnxruntime's idle intra-op threads busy-wait for the next run: lower
         latency on dedicated cores, wasted CPU where the cores are shared (a server's event loop).
         """
-        if intra_op_threads is not None and (not isinstance(intra_op_threads, int) or intra_op_threads < 1):
+        if intra_op_threads is not None and (
+            isinstance(intra_op_threads, bool) or not isinstance(intra_op_threads, int) or intra_op_threads < 1
+        ):
             raise ConfigError(f"intra_op_threads must be a positive integer or None, got {intra_op_threads!r}")
         if isinstance(max_mc_samples, bool) or not isinstance(max_mc_samples, int) or max_mc_samples < 1:
             raise ConfigError(f"max_mc_samples must be a positive integer, got {max_mc_samples!r}")

@@ -1,7 +1,7 @@
 """Network builders: MLPs and conv nets with dropout at every site.
 
 A network is an ``nn.Sequential`` of a small, fixed set of module types — :class:`Standardize`,
-``nn.Flatten``, :class:`~trainer.dropout.Dropout`, ``nn.Linear``, ``nn.Conv2d``,
+``nn.Flatten``, :class:`~dropnet.trainer.dropout.Dropout`, ``nn.Linear``, ``nn.Conv2d``,
 ``nn.BatchNorm1d/2d``, ``nn.ReLU``, ``nn.Sigmoid``, :class:`Maxout`, ``nn.MaxPool2d`` — so that
 the exporter can translate it layer by layer. Block order:
 

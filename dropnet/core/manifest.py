@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -41,6 +42,8 @@ MAX_MC_SAMPLES = 1000
 """Default bound on T; lower when the mc graph's noise counters allow fewer samples."""
 INPUT_DTYPES = ("float32", "float64", "float16", "int64", "int32", "uint8")
 """numpy dtype names an input may have (each has a dropnet.v1 DataType and an OIP datatype)."""
+INTEGER_LIMITS = {"int64": (-(2**63), 2**63 - 1), "int32": (-(2**31), 2**31 - 1), "uint8": (0, 255)}
+"""Values each integer input dtype can hold: an integer input's value_range must lie within them."""
 DropoutKind = Literal["paper", "inverted", "gaussian"]
 """How a site draws its noise and scales (see dropnet.trainer.dropout); PyTorch's own dropout is "inverted"."""
 DROPOUT_KINDS: tuple[str, ...] = get_args(DropoutKind)
@@ -363,10 +366,13 @@ def _input(spec: JsonObject, needs_normalisation: bool) -> InputSpec:
     )
     dtype = spec.choice("dtype", INPUT_DTYPES)
     integer = _is_integer_dtype(dtype)
+    low, high = INTEGER_LIMITS.get(dtype, (-math.inf, math.inf))
     accept = is_int if integer else is_number
     value_range = spec.get(
-        "value_range", f"[low, high] with low <= high{', integers for an integer input' if integer else ''}",
-        lambda v: tuple(v) if isinstance(v, list) and len(v) == 2 and all(map(accept, v)) and v[0] <= v[1] else None,
+        "value_range",
+        f"[low, high] with low <= high{f', integers for an integer input, within {dtype} [{low}, {high}]' if integer else ''}",
+        lambda v: tuple(v) if isinstance(v, list) and len(v) == 2 and all(map(accept, v)) and low <= v[0] <= v[1] <= high
+        else None,
     )
     normalisation = None
     if needs_normalisation or spec.has("normalisation"):
@@ -443,7 +449,7 @@ def _max_norm(value: Any) -> tuple[float | None, ...] | None:
 
 
 def _is_integer_dtype(dtype: str) -> bool:
-    return dtype.startswith(("int", "uint"))
+    return dtype in INTEGER_LIMITS
 
 
 def _is_probability(value: Any) -> bool:

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dropnet.core.errors import ModelPackageError
-from dropnet.exporter.own.intercept import routed
+from dropnet.core.errors import DropnetError, ModelPackageError
+from dropnet.exporter.own.intercept import RoutedModule, routed
 from dropnet.exporter.own.sites import Granularity, SiteCall, SiteInfo, eval_scale
 
 INPUT_DTYPES = (torch.float32, torch.int64)
@@ -79,17 +79,16 @@ def check_input(module: nn.Module, example: torch.Tensor) -> None:
         try:
             module(example)
         except Exception as exc:  # any error of the user's forward
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise ModelPackageError(
                 f"{type(module).__name__} rejects the example input {_describe(example)}: "
-                f"{type(exc).__name__}: {first}; expected an input it accepts, batch on the first axis"
+                f"{type(exc).__name__}: {_first_line(exc)}; expected an input it accepts, batch on the first axis"
             ) from None
 
 
 def eval_output(module: nn.Module, x: torch.Tensor) -> np.ndarray:
     """The eval-mode module's output on ``x`` (float32 [B, D]); refuses randomness and other outputs."""
     with routed(module, None, sampling=False) as net, torch.no_grad():
-        out = net(x)
+        out = _forward(module, net, x, "in eval mode")
     if not isinstance(out, torch.Tensor) or out.dtype != torch.float32 or out.dim() != 2 or out.shape[0] != len(x):
         raise ModelPackageError(
             f"{type(module).__name__} returns {_describe(out)} for an input {_describe(x)}; expected a float32 "
@@ -101,7 +100,26 @@ def eval_output(module: nn.Module, x: torch.Tensor) -> np.ndarray:
 def sampled_output(module: nn.Module, x: torch.Tensor, handler: Callable[..., torch.Tensor]) -> np.ndarray:
     """The module's output with its dropout sites routed to ``handler``."""
     with routed(module, handler, sampling=True) as net, torch.no_grad():
-        return net(x).numpy()
+        out = _forward(module, net, x, "with its dropout sampled (training mode but for normalisation)")
+    if not isinstance(out, torch.Tensor):
+        raise ModelPackageError(
+            f"{type(module).__name__} with its dropout sampled returns {_describe(out)}; expected a float32 tensor"
+        )
+    return out.numpy()
+
+
+def _forward(module: nn.Module, net: RoutedModule, x: torch.Tensor, how: str) -> object:
+    """``net(x)``; an error of the user's forward (not a refusal of ours) as one ModelPackageError line."""
+    try:
+        return net(x)
+    except DropnetError:
+        raise
+    except Exception as exc:  # any error of the user's forward
+        inside = net.failed_in()
+        raise ModelPackageError(
+            f"{type(module).__name__} fails {how}{f' in {inside}' if inside else ''} on {_describe(x)}: "
+            f"{type(exc).__name__}: {_first_line(exc)}; expected a module that runs on any batch size in both modes"
+        ) from None
 
 
 def discover(module: nn.Module, example: torch.Tensor, tolerance: Tolerance) -> Discovery:
@@ -111,8 +129,9 @@ def discover(module: nn.Module, example: torch.Tensor, tolerance: Tolerance) -> 
     for count in DISCOVERY_ROWS:
         rows = take_rows(example, count)
         recorder = _Recorder()
+        expected = eval_output(module, rows)  # first: it checks the output is a float32 [B, D] tensor
         sampled = sampled_output(module, rows, recorder)
-        within, delta = tolerance.excess(sampled, eval_output(module, rows))
+        within, delta = tolerance.excess(sampled, expected)
         if not within:
             raise ModelPackageError(
                 f"{type(module).__name__} in training mode, with its dropout sites neutral, differs from its eval "
@@ -143,6 +162,11 @@ def site_info(index: int, call: SiteCall, small: tuple[int, ...], large: tuple[i
             f"{call.where}: channel dropout on {list(small)} for {few} rows; expected a batched input [B, C, …]"
         )
     return SiteInfo(index, call, (factor, *small[1:]))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def _describe(value: object) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import io
 import logging
 import os
 import sys
@@ -88,7 +89,7 @@ def _state_dict(weights: Path, data: bytes) -> Mapping[str, torch.Tensor]:
 
             state = load_safetensors(data)
         else:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)  # the bytes hashed
     except Exception as exc:  # safetensors' and torch's own errors, unpickling errors
         raise ConfigError(f"weights file {weights}: {type(exc).__name__}: {_first_line(exc)}; expected {expected}") \
             from None

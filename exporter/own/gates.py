@@ -23,6 +23,7 @@ from dropnet.core.errors import ModelPackageError
 from dropnet.core.manifest import INPUT_NAME, NUM_SAMPLES_INPUT, SEED_INPUT
 from dropnet.core.outputs import SAMPLES, Mode, Task, graph_output_names
 from dropnet.core.seeding import row_seeds
+from dropnet.exporter.ort_check import softmax
 from dropnet.exporter.own.discover import Tolerance, eval_output, sampled_output
 from dropnet.exporter.own.reference import site_noise
 from dropnet.exporter.own.sites import Granularity, SiteCall, SiteInfo
@@ -76,11 +77,11 @@ def compare_deterministic(
 ) -> float:
     """deterministic.onnx on ``x`` against ``expected``, the network output of the reference ``against``
     (in words); returns max |Δ| of its first output."""
-    out = _run(session(proto), {INPUT_NAME: x.numpy()})
+    out = run_graph(session(proto), {INPUT_NAME: x.numpy()})
     first = "logits" if task is Task.CLASSIFICATION else "prediction"
     checks = {first: expected}
     if task is Task.CLASSIFICATION:
-        checks["probabilities"] = _softmax(expected)
+        checks["probabilities"] = softmax(expected)
     measured = {}
     for name, reference in checks.items():
         within, delta = tolerance.excess(out[name], reference)
@@ -141,11 +142,11 @@ def compare_samples(
     for seed in PARITY_SEEDS:
         seeds = row_seeds(seed, rows)
         for feed in (np.array([seed], np.int64), seeds):
-            samples = _run(sess, mc_feeds(x, PARITY_SAMPLES, feed))[SAMPLES]
+            samples = run_graph(sess, mc_feeds(x, PARITY_SAMPLES, feed))[SAMPLES]
             for t in range(PARITY_SAMPLES):
                 expected = reference(seeds, t)
                 if task is Task.CLASSIFICATION:
-                    expected = _softmax(expected)
+                    expected = softmax(expected)
                 within, delta = tolerance.excess(samples[t], expected)
                 if not within:
                     raise ModelPackageError(
@@ -163,9 +164,9 @@ def check_reproducible(proto: onnx.ModelProto, x: torch.Tensor, task: Task, tole
     first: dict[str, np.ndarray] | None = None
     for level in LEVELS:
         sess = session(proto, level)
-        one, again = (_run(sess, mc_feeds(x, REPRO_SAMPLES, [REPRO_SEEDS[0]])) for _ in range(2))
-        per_row = _run(sess, mc_feeds(x, REPRO_SAMPLES, row_seeds(REPRO_SEEDS[0], rows)))
-        other = _run(sess, mc_feeds(x, REPRO_SAMPLES, [REPRO_SEEDS[1]]))
+        one, again = (run_graph(sess, mc_feeds(x, REPRO_SAMPLES, [REPRO_SEEDS[0]])) for _ in range(2))
+        per_row = run_graph(sess, mc_feeds(x, REPRO_SAMPLES, row_seeds(REPRO_SEEDS[0], rows)))
+        other = run_graph(sess, mc_feeds(x, REPRO_SAMPLES, [REPRO_SEEDS[1]]))
         problems = [
             f"{what} differs" for what, run in (("a second run", again), ("the same seed given per row", per_row))
             if not all(np.array_equal(one[n], run[n]) for n in names)
@@ -203,14 +204,10 @@ def mc_feeds(x: torch.Tensor, samples: int, seed: np.ndarray | list[int]) -> dic
     }
 
 
-def _run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def run_graph(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every output of ``sess`` on ``feeds``, by name; onnxruntime's failure as ModelPackageError."""
     names = [o.name for o in sess.get_outputs()]
     try:
         return dict(zip(names, sess.run(names, feeds)))
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ModelPackageError(f"onnxruntime {ort.__version__} failed to run the graph ({exc})") from None
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)

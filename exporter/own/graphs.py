@@ -10,7 +10,7 @@ computed with the rows on its first axis is taken from there, tiled, instead of 
 copies this makes unnecessary are pruned, so what remains of "tiled/" is the part after the first
 sites plus the shape arithmetic. At a site the activations [T·B·k, …] (or, straight from the first
 part, [B·k, …]) are viewed as [T or 1, B, n] and multiplied by the site's noise [T, B, n]
-(exporter.rng, from the row seeds), or per channel as [T, B, C, rest] by [T, B, C, 1]; the hash
+(dropnet.exporter.rng, from the row seeds), or per channel as [T, B, C, rest] by [T, B, C, 1]; the hash
 words of all the sites are computed side by side by one chain of nodes, since onnxruntime's cost
 at these sizes is as much per node as per element. The network's output [T·B, D] is viewed as
 [T, B, D] and reduced in the graph.

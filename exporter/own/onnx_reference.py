@@ -14,7 +14,7 @@ from onnx import GraphProto, ModelProto, TensorProto, helper
 
 from dropnet.core.errors import ModelPackageError
 from dropnet.exporter.onnx_graph import OPSET
-from dropnet.exporter.own.gates import LEVELS, _run, session
+from dropnet.exporter.own.gates import LEVELS, run_graph, session
 from dropnet.exporter.own.onnx_source import DROPOUT, OnnxSource
 from dropnet.exporter.own.reference import site_noise
 from dropnet.exporter.own.sites import SiteInfo
@@ -44,7 +44,7 @@ class OnnxReference:
 
     def inference(self, x: np.ndarray) -> tuple[np.ndarray, list[tuple[int, ...]]]:
         """The output on ``x`` with every Dropout in inference mode, and the shape of each Dropout's input."""
-        out = _run(self._inference, {self._input: x})
+        out = run_graph(self._inference, {self._input: x})
         y = out[self._source.proto.graph.output[0].name]
         if y.dtype != np.float32 or y.ndim != 2 or len(y) != len(x):
             raise ModelPackageError(
@@ -59,7 +59,7 @@ class OnnxReference:
         for site in sites:
             rows = (len(x) * site.shape[0], *site.shape[1:])
             feeds[MASK + str(site.index)] = site_noise(seeds, site, sample).reshape(rows)
-        return _run(self._masked, feeds)[self._source.proto.graph.output[0].name]
+        return run_graph(self._masked, feeds)[self._source.proto.graph.output[0].name]
 
     def _token_bound(self) -> int:
         graph = self._source.proto.graph

@@ -89,6 +89,11 @@ def read_source(model: ModelProto | Path | str) -> OnnxSource:
     dropouts = _dropouts(proto.graph, label)
     if not dropouts:
         raise ModelPackageError(f"{label} has no Dropout node; MC dropout needs at least one site")
+    if all(d.retain == 1.0 for d in dropouts):
+        raise ModelPackageError(
+            f"{label}: every Dropout has ratio 0, so MC dropout has nothing to sample; expected a Dropout with "
+            "0 < ratio < 1"
+        )
     log.info("%s: %d Dropout nodes: %s", label, len(dropouts), ", ".join(d.name for d in dropouts))
     return OnnxSource(proto, original, label, dropouts)
 

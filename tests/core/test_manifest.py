@@ -118,7 +118,16 @@ def test_integer_inputs_take_integer_value_ranges_and_need_no_normalisation() ->
     assert parsed == tokens and parsed.is_integer and parsed.normalisation is None
     raw["input"]["value_range"] = [0, 999.5]
     with pytest.raises(ModelPackageError, match=r"input\.value_range must be \[low, high\] with low <= high, "
-                                                 r"integers for an integer input, got \[0, 999\.5\]"):
+                                                 r"integers for an integer input, within int64 \[-9223372036854775808, "
+                                                 r"9223372036854775807\], got \[0, 999\.5\]"):
+        Manifest.from_dict(raw, WHERE)
+
+
+def test_an_integer_value_range_must_fit_the_input_dtype() -> None:
+    raw = _sealed(input=InputSpec("x", (4,), "uint8", (0, 255))).to_dict()
+    assert Manifest.from_dict(raw, WHERE).input.value_range == (0, 255)
+    raw["input"]["value_range"] = [0, 1000]  # 1000 would wrap to 232 when cast to uint8
+    with pytest.raises(ModelPackageError, match=r"input\.value_range must be .* within uint8 \[0, 255\], got \[0, 1000\]"):
         Manifest.from_dict(raw, WHERE)
 
 

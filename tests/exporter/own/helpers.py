@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from dropnet.exporter.own import OwnGraphs, build_own_graphs
-from dropnet.exporter.own.gates import _run, mc_feeds, session
+from dropnet.exporter.own.gates import mc_feeds, run_graph, session
 from tests.exporter.own.zoo import ZOO
 
 __all__ = ["exported", "mc_feeds", "run"]
@@ -26,4 +26,4 @@ def exported(name: str) -> tuple[nn.Module, torch.Tensor, OwnGraphs]:
 
 def run(proto: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Every output of one run on the CPU, by name."""
-    return _run(session(proto), feeds)
+    return run_graph(session(proto), feeds)
