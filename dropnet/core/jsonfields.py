@@ -123,9 +123,9 @@ class JsonObject:
         return self.get(key, "true or false", lambda v: v if isinstance(v, bool) else None)
 
     def strings(self, key: str, non_empty: bool) -> tuple[str, ...]:
-        """A list of non-empty strings (with at least one when ``non_empty``)."""
-        expected = "a non-empty list of non-empty strings" if non_empty else "a list of non-empty strings"
-        return self.get(key, expected, lambda v: _list_of(v, lambda s: isinstance(s, str) and bool(s), non_empty))
+        """A list of distinct non-empty strings, e.g. labels (with at least one when ``non_empty``)."""
+        expected = f"a {'non-empty ' if non_empty else ''}list of distinct non-empty strings"
+        return self.get(key, expected, lambda v: _distinct(_list_of(v, lambda s: isinstance(s, str) and bool(s), non_empty)))
 
     def mapping(self, key: str) -> Mapping[str, Any]:
         """A JSON object of any content, read-only."""
@@ -143,6 +143,10 @@ def _list_of(value: Any, accept: Callable[[Any], bool], non_empty: bool) -> tupl
     if not isinstance(value, list) or (non_empty and not value) or not all(accept(item) for item in value):
         return None
     return tuple(value)
+
+
+def _distinct(items: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+    return items if items is not None and len(set(items)) == len(items) else None
 
 
 def _show(value: Any, limit: int = 120) -> str:

@@ -139,7 +139,7 @@ def test_an_integer_value_range_must_fit_the_input_dtype() -> None:
         (("input", "value_range"), [16, 0], r"input\.value_range must be \[low, high\] with low <= high, got"),
         (("input", "normalisation", "std"), 0, r"input\.normalisation\.std must be a positive finite number, got 0"),
         (("input", "extra"), 1, r"input has unknown key\(s\) \['extra'\]"),
-        (("classes",), [], r"classes must be a non-empty list of non-empty strings, got \[\]"),
+        (("classes",), [], r"classes must be a non-empty list of distinct non-empty strings, got \[\]"),
         (("task",), "ranking", r"task must be one of \['classification', 'regression'\], got 'ranking'"),
         (("dropout", "flavour"), "inverted", r"dropout\.flavour must be 'paper', the kind of every site, got 'inv"),
         (("dropout", "retain"), [0.8, 0.4], r"dropout\.retain must be \[0\.8, 0\.5\], each site's retain"),
@@ -174,3 +174,10 @@ def test_sites_of_different_kinds_make_a_mixed_flavour() -> None:
 def test_a_draft_that_would_not_load_is_refused_when_sealed() -> None:
     with pytest.raises(ModelPackageError, match=r"the manifest of digits version 3: classes must be a non-empty list"):
         _sealed(classes=())
+
+
+def test_class_labels_must_be_distinct() -> None:
+    raw = _raw()
+    raw["classes"] = [raw["classes"][0]] * len(raw["classes"])
+    with pytest.raises(ModelPackageError, match=r"classes must be a non-empty list of distinct non-empty strings, got"):
+        Manifest.from_dict(raw, WHERE)
