@@ -16,6 +16,7 @@ something other than the eval module with masked dropout, or the eval module ran
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -91,6 +92,8 @@ _DROPOUT_MODULES = (nn.modules.dropout._DropoutNd, DropnetDropout)
 """Modules that are a site themselves (named by their own path)."""
 _EVAL_ONLY = (nn.modules.batchnorm._NormBase, nn.RReLU)
 """Modules kept in eval mode while sampling: normalisation with running statistics, RReLU."""
+_ROUTING_LOCK = threading.RLock()
+"""Held while F.dropout / F.scaled_dot_product_attention are swapped (see _Interceptor._inner_calls_routed)."""
 ALPHA_REASON = (
     "alpha dropout sets dropped units to SELU's saturation value and renormalises with an affine map; "
     "dropnet's sites are multiplicative keep masks, so it cannot be sampled faithfully"
@@ -177,16 +180,28 @@ class _Interceptor(TorchFunctionMode):
 
         A function mode does not see the calls made inside a Python-level torch function it handles,
         so the module globals that function calls are swapped for the duration of the call.
+        The swap is process-wide, so it is made under a lock (one export routes at a time, and each
+        restores the true originals), and other threads calling F.dropout meanwhile get the original.
         """
-        dropout, attention = F.dropout, F.scaled_dot_product_attention
-        F.dropout = lambda *args, **kwargs: self._dropout(dropout, args, kwargs)  # type: ignore[assignment]
-        F.scaled_dot_product_attention = lambda *args, **kwargs: self._attention(  # type: ignore[assignment]
-            attention, args, kwargs
-        )
-        try:
-            yield
-        finally:
-            F.dropout, F.scaled_dot_product_attention = dropout, attention  # type: ignore[assignment]
+        with _ROUTING_LOCK:
+            owner = threading.get_ident()
+            dropout, attention = F.dropout, F.scaled_dot_product_attention
+
+            def routed_dropout(*args: Any, **kwargs: Any) -> torch.Tensor:
+                if threading.get_ident() != owner:
+                    return dropout(*args, **kwargs)
+                return self._dropout(dropout, args, kwargs)
+
+            def routed_attention(*args: Any, **kwargs: Any) -> torch.Tensor:
+                if threading.get_ident() != owner:
+                    return attention(*args, **kwargs)
+                return self._attention(attention, args, kwargs)
+
+            F.dropout, F.scaled_dot_product_attention = routed_dropout, routed_attention  # type: ignore[assignment]
+            try:
+                yield
+            finally:
+                F.dropout, F.scaled_dot_product_attention = dropout, attention  # type: ignore[assignment]
 
     def _dropout(self, func: Callable[..., Any], args: tuple, kwargs: dict) -> torch.Tensor:
         signature = _DROPOUTS[func]
