@@ -1,51 +1,55 @@
-"""Read prediction inputs from files: .npy, .npz (array ``x`` or its only array) and grayscale .png."""
+"""Read prediction inputs from files: .npy, .npz (array ``x`` or its only array) and grayscale .png.
+
+The file is read once, as a regular file, and its arrays without numpy's pickle path
+(:mod:`dropnet.core.arrayfiles`, shared with the trainer's data files); a .png is decoded by
+Pillow's PNG reader only.
+"""
 
 from __future__ import annotations
 
+import io
 import math
-import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from dropnet.core.arrayfiles import array_names, read_npy, read_npz, read_regular_file
 from dropnet.core.errors import DataError
 
-SUFFIXES = (".npy", ".npz", ".png")
+EXPECTED = {
+    ".npy": "a .npy array of input rows, as numpy.save writes",
+    ".npz": "a .npz archive holding an array 'x' (or a single array) of input rows, as numpy.savez writes",
+    ".png": "a grayscale .png image",
+}
+"""What an input file of each suffix should hold, for the messages."""
+SUFFIXES = tuple(EXPECTED)
+ANY_EXPECTED = "a .npy array, a .npz archive (array 'x' or a single array) or a grayscale .png image"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def read_input_file(path: str | Path, shape: tuple[int, ...], value_range: tuple[float, float]) -> np.ndarray:
     """The array stored in ``path``; a .png becomes one example of ``shape`` scaled to ``value_range``."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"input file {path} does not exist")
     suffix = path.suffix.lower()
+    expected = EXPECTED.get(suffix, ANY_EXPECTED)
+    raw = read_regular_file(path, expected)
     if suffix == ".npy":
-        return _load_numpy(path)
+        return read_npy(raw, path, expected)
     if suffix == ".npz":
-        return _load_npz(path)
+        return read_npz(raw, path, expected, lambda names: [_input_array(names, path)])[0]
     if suffix == ".png":
-        return read_png(path, shape, value_range)
+        return read_png(raw, path, shape, value_range)
     raise DataError(f"input file {path} has suffix {path.suffix!r}; expected one of {list(SUFFIXES)}")
 
 
-def _load_numpy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npy array without pickled objects ({exc})") from None
-
-
-def _load_npz(path: Path) -> np.ndarray:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            names = list(archive.files)
-            if "x" in names:
-                return archive["x"]
-            if len(names) == 1:
-                return archive[names[0]]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: not a readable .npz archive without pickled objects ({exc})") from None
-    raise DataError(f"{path} holds arrays {names}; expected one named 'x' or a single array")
+def _input_array(names: Sequence[str], path: Path) -> str:
+    """The array of an input archive: ``x``, else its only array."""
+    if "x" in names:
+        return "x"
+    if len(names) == 1:
+        return names[0]
+    raise DataError(f"{path} holds arrays {array_names(names)}; expected one named 'x' or a single array")
 
 
 def png_geometry(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -59,21 +63,30 @@ def png_geometry(shape: tuple[int, ...]) -> tuple[int, int]:
     raise DataError(f"a .png input needs a model input of shape (1, H, W), (H, W) or (N*N,); this model takes {shape}")
 
 
-def read_png(path: Path, shape: tuple[int, ...], value_range: tuple[float, float]) -> np.ndarray:
-    """A grayscale image as one example of ``shape``: resized to H×W, pixel 0..255 mapped onto ``value_range``."""
+def read_png(raw: bytes, path: Path, shape: tuple[int, ...], value_range: tuple[float, float]) -> np.ndarray:
+    """The grayscale PNG image ``raw`` (read from ``path``) as one example of ``shape``: resized to H×W,
+    pixel 0..255 mapped onto ``value_range``."""
     from PIL import Image, UnidentifiedImageError  # Pillow only when a .png is given
 
     height, width = png_geometry(shape)
+    expected = EXPECTED[".png"]
+    if not raw.startswith(PNG_SIGNATURE):
+        raise DataError(
+            f"{path}: not a PNG image (its {len(raw)} bytes do not start with the PNG signature); expected {expected}"
+        )
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(raw), formats=["PNG"]) as image:
             gray = image.convert("L")
     except Image.DecompressionBombError as exc:
         raise DataError(f"{path}: image too large to read safely ({exc}); expected a small grayscale image") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc})") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{path} is a damaged PNG image (its header cannot be read); expected {expected}") from None
+    except (OSError, SyntaxError) as exc:  # Pillow's PNG reader raises SyntaxError for a damaged chunk
+        raise DataError(f"{path} is a damaged or truncated PNG image ({exc}); expected {expected}") from None
     if gray.size != (width, height):
         shrinking = gray.width >= width and gray.height >= height
         gray = gray.resize((width, height), Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR)
     low, high = value_range
     pixels = np.asarray(gray, dtype=np.float32) / 255.0
     return (low + pixels * (high - low)).astype(np.float32).reshape(shape)
+

@@ -4,7 +4,10 @@
 torch and shuffling RNG states) and ``state.json`` (epochs done, best-so-far, elapsed seconds,
 and the name of the tensors file). The tensors file is written first; replacing ``state.json``
 (atomically) is the commit point; older tensors files are deleted afterwards. A run killed at
-any moment therefore resumes from the last completed epoch. No pickle anywhere.
+any moment therefore resumes from the last completed epoch, and the temporary files it was
+writing (:data:`CHECKPOINT_FILES`) are removed by ``--resume``. A write that fails (disk full,
+permission denied) leaves the previous checkpoint as it was and raises a RunDirError naming the
+file and the reason. No pickle anywhere.
 
 The run's ``model.safetensors`` is written after the commit of an improving epoch, so it may lag
 behind ``state.json`` by that one epoch; the training loop rewrites it on resume (the
@@ -20,17 +23,20 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from dropnet.core.errors import RunDirError
-from dropnet.core.fileio import atomic_write, atomic_write_json
+from dropnet.core.fileio import atomic_write_bytes, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
 CHECKPOINT_FORMAT = "dropnet-checkpoint/1"
+TENSORS_FILES = "epoch-*.safetensors"
+CHECKPOINT_FILES = (STATE_FILE, TENSORS_FILES)
+"""What the checkpoint directory holds (names and patterns)."""
 
 
 @dataclass
@@ -71,9 +77,19 @@ def save_checkpoint(
     if next(model.parameters()).is_cuda:
         tensors["rng/cuda"] = torch.cuda.get_rng_state()
     tensors_name = f"epoch-{state.epochs_done:05d}.safetensors"
-    atomic_write(directory / tensors_name, lambda tmp: save_file(tensors, str(tmp)))
-    atomic_write_json(directory / STATE_FILE, {"format": CHECKPOINT_FORMAT, "tensors": tensors_name, **asdict(state)})
-    for old in directory.glob("epoch-*.safetensors"):
+    try:
+        # serialised in memory: safetensors' own save_file would leave a second kind of temporary file
+        atomic_write_bytes(directory / tensors_name, save(tensors))
+        atomic_write_json(directory / STATE_FILE, {"format": CHECKPOINT_FORMAT, "tensors": tensors_name, **asdict(state)})
+    except OSError as exc:
+        # not committed: state.json still names the previous epoch's file, never this one
+        (directory / tensors_name).unlink(missing_ok=True)
+        raise RunDirError(
+            f"cannot write the checkpoint of epoch {state.epochs_done}: {exc.strerror}: {exc.filename}; the "
+            f"previous checkpoint in {directory} is unchanged. Free space or fix the permissions, then continue "
+            f"with: dropnet train --resume --out {run_dir}"
+        ) from exc
+    for old in directory.glob(TENSORS_FILES):
         if old.name != tensors_name:
             old.unlink(missing_ok=True)
 

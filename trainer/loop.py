@@ -23,13 +23,14 @@ from dropnet.core.errors import ConfigError, RunDirError
 from dropnet.core.fileio import atomic_write_json
 from dropnet.trainer.checkpoint import CHECKPOINT_DIR, TrainState, load_checkpoint, save_checkpoint
 from dropnet.trainer.config import TrainConfig
+from dropnet.trainer.data.dataset import check_classes_trainable
 from dropnet.trainer.device import resolve_device
 from dropnet.trainer.maxnorm import MaxNorm
 from dropnet.trainer.metrics import Progress, append_record, plot_curves, truncate_records
 from dropnet.trainer.models import InputSpec, build_model, weight_layers
 from dropnet.trainer.rundir import (
-    CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, cpu_state_dict, load_config, read_config, save_weights, update_config,
-    write_config,
+    CONFIG_FILE, CURVES_FILE, METRICS_FILE, WEIGHTS_FILE, cpu_state_dict, load_config, read_config,
+    remove_interrupted_writes, save_weights, update_config, write_config,
 )
 from dropnet.trainer.schedules import learning_rate, momentum
 
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CURVES_FILE = "curves.png"
 EVAL_CHUNK = 2048
 RESUMABLE_CHANGES = ("optim.epochs", "device")
 """Config fields a resumed run may change: train longer, or continue on another device."""
@@ -49,13 +49,16 @@ def train(config: TrainConfig, run_dir: Path, resume: bool = False, dataset: Dat
     """Train the network ``config`` describes, write ``run_dir``, and return the final metrics.
 
     A new run needs an empty or missing ``run_dir``. With ``resume`` the run continues from its
-    checkpoint (``config`` must equal the run's own, except for :data:`RESUMABLE_CHANGES`).
-    ``dataset`` defaults to ``dropnet.trainer.data.load_dataset(config.data, config.seed)``.
+    checkpoint (``config`` must equal the run's own, except for :data:`RESUMABLE_CHANGES`), after
+    removing the temporary files a killed run left. ``dataset`` defaults to
+    ``dropnet.trainer.data.load_dataset(config.data, config.seed)``; one whose training split lacks
+    a class is refused (``check_classes_trainable``).
     """
     config.validate()
     run_dir = Path(run_dir)
     if resume:
         _check_resumable(run_dir, config)
+        remove_interrupted_writes(run_dir)
     else:
         _check_new_run_dir(run_dir)
     device = resolve_device(config.device)
@@ -65,6 +68,7 @@ def train(config: TrainConfig, run_dir: Path, resume: bool = False, dataset: Dat
         from dropnet.trainer.data import load_dataset
 
         dataset = load_dataset(config.data, config.seed)
+    check_classes_trainable(dataset)
 
     torch.manual_seed(config.seed)
     model = build_model(config.model, dataset.spec).to(device)

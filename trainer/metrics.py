@@ -14,15 +14,25 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from dropnet.core.fileio import atomic_write, atomic_write_bytes
+from dropnet.core.fileio import atomic_write, atomic_write_bytes, naming
 
 logger = logging.getLogger(__name__)
 
 
 def append_record(path: Path, record: dict[str, Any]) -> None:
-    """Append one record as a JSON line."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    """Append one record as a JSON line.
+
+    A failed append (a full disk, no permission) raises an ``OSError`` of the same class and errno
+    that names ``path``, as :func:`dropnet.core.fileio.atomic_write` does for the run's other files.
+    """
+    line = json.dumps(record) + "\n"
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line)
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise naming(exc, path) from exc
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

@@ -8,6 +8,9 @@ Layout::
     RUN_DIR/curves.png         learning curves
     RUN_DIR/checkpoint/        latest state for --resume (weights, optimiser, RNG, epoch)
 
+A killed run can leave temporary files of these (``.NAME.XXXXXXXX.tmp``); ``--resume`` removes
+them (:func:`remove_interrupted_writes`).
+
 ``config.json`` holds ``format``, ``dropnet_version``, ``config`` (a :class:`TrainConfig` dict),
 ``input`` (an :class:`InputSpec` dict), ``dataset`` (name, split sizes), ``versions`` (python,
 torch, numpy), ``created`` (UTC ISO time), ``command`` (argv) and, once training ends,
@@ -16,6 +19,7 @@ torch, numpy), ``created`` (UTC ISO time), ``command`` (argv) and, once training
 
 from __future__ import annotations
 
+import logging
 import platform
 import sys
 from dataclasses import asdict
@@ -26,12 +30,13 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 import dropnet
 from dropnet.core.errors import ConfigError, RunDirError
-from dropnet.core.fileio import atomic_write, atomic_write_json, read_json
+from dropnet.core.fileio import atomic_write_bytes, atomic_write_json, read_json, remove_temp_files
+from dropnet.trainer.checkpoint import CHECKPOINT_DIR, CHECKPOINT_FILES
 from dropnet.trainer.config import TrainConfig
 from dropnet.trainer.models import InputSpec, build_model
 
@@ -39,6 +44,11 @@ RUN_FORMAT = "dropnet-run/1"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"
+CURVES_FILE = "curves.png"
+RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, CURVES_FILE)
+"""The files training writes at the top of a run directory."""
+
+log = logging.getLogger(__name__)
 
 
 def versions() -> dict[str, str]:
@@ -128,7 +138,20 @@ def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_weights(path: Path, weights: dict[str, torch.Tensor]) -> None:
     """Write ``weights`` (a :func:`cpu_state_dict`) as safetensors, atomically and durably."""
-    atomic_write(path, lambda tmp: save_file(weights, str(tmp), metadata={"format": "pt"}))
+    atomic_write_bytes(path, save(weights, metadata={"format": "pt"}))
+
+
+def remove_interrupted_writes(run_dir: Path) -> list[Path]:
+    """Delete the temporary files that writes of a killed run left in ``run_dir`` and its checkpoint; log each.
+
+    Only ``atomic_write``'s temporary files of the files training writes (:data:`RUN_FILES`,
+    the checkpoint's files) are touched; anything else in the directory stays.
+    """
+    run_dir = Path(run_dir)
+    removed = remove_temp_files(run_dir, RUN_FILES) + remove_temp_files(run_dir / CHECKPOINT_DIR, CHECKPOINT_FILES)
+    for path in removed:
+        log.info("removed %s, a temporary file left by an interrupted write", path)
+    return removed
 
 
 def load_weights(path: Path, model: nn.Module) -> None:

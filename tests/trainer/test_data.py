@@ -399,7 +399,7 @@ def test_bad_npz_files_are_refused(tmp_path: Path, case: str) -> None:
 def test_unreadable_and_missing_npz_files_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "garbage.npz"
     path.write_bytes(b"not a zip archive")
-    with pytest.raises(DataError, match=r"garbage\.npz: not a readable \.npz archive"):
+    with pytest.raises(DataError, match=r"garbage\.npz: not a \.npz archive \(its 17 bytes do not start like a zip"):
         load_dataset(DataConfig(name=str(path)), seed=0)
     with pytest.raises(DataError, match=r"absent\.npz: file not found"):
         load_dataset(DataConfig(name=str(tmp_path / "absent.npz")), seed=0)

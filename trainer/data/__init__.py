@@ -42,6 +42,11 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
     path = Path(cfg.name).expanduser()
     if path.suffix.lower() in SUFFIXES:
         return load_user_file(path, cfg.test_size, cfg.val_size, seed)
+    if path.is_dir():
+        raise DataError(
+            f"{path} is a directory; expected 'digits', 'mnist' or a path to a .npz or .csv file (MNIST's IDX "
+            f"files in a directory are read with --data mnist --data-dir {path})"
+        )
     raise DataError(
         f"unknown dataset {cfg.name!r}; expected 'digits', 'mnist', or a path to a .npz or .csv file"
     )

@@ -1,7 +1,9 @@
-"""The dataset types every loader returns, and the input statistics measured on the train split."""
+"""The dataset types every loader returns, the input statistics measured on the train split, and the
+check that the train split can teach every class."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -11,8 +13,12 @@ from dropnet.core.errors import DataError
 from dropnet.trainer.data.sources import SourceFile
 from dropnet.trainer.models import InputSpec
 
+log = logging.getLogger(__name__)
+
 _CHUNK_VALUES = 1 << 20
 """Values per chunk when measuring mean/std in float64 without a full-size float64 copy."""
+_LISTED_CLASSES = 10
+"""Classes a message names before it only counts the rest."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,6 +87,40 @@ def make_dataset(
         class_labels=class_labels,
     )
     return Dataset(name=name, train=train, val=val, test=test, spec=spec, origin=origin, sources=sources)
+
+
+def check_classes_trainable(dataset: Dataset) -> None:
+    """Refuse a dataset whose training split lacks a class that its validation or test split holds.
+
+    Such a class is never learned, yet counted in the test error (a 2-example file trains on one
+    class and tests on the other: 100% error). A class with no example in any split (a gap in the
+    labels 0..C-1) is only warned about: the network has an output for it that is never trained.
+    """
+    train, val, test = dataset.train, dataset.val, dataset.test
+    classes = dataset.spec.num_classes
+    absent = np.flatnonzero(np.bincount(train.y, minlength=classes) == 0)
+    if absent.size == 0:
+        return
+    held_out = np.union1d(val.y, test.y)
+    left_out = absent[np.isin(absent, held_out)]
+    if left_out.size:
+        few = f"only {len(train)} training example(s) for {classes} classes; " if len(train) < classes else ""
+        raise DataError(
+            f"{dataset.name}: the training split holds no example of class(es) {_named(dataset, left_out)}, which the "
+            f"validation or test split holds ({few}{len(train)} train / {len(val)} val / {len(test)} test examples); "
+            "a class never seen in training cannot be learned. Expected at least one training example of every "
+            "class: add examples, or hold out fewer (--test-size, --val-size)"
+        )
+    log.warning(
+        "%s: no example of class(es) %s in any split (labels run 0..%d); the network has an output for each that is "
+        "never trained", dataset.name, _named(dataset, absent), classes - 1,
+    )
+
+
+def _named(dataset: Dataset, classes: np.ndarray) -> str:
+    labels = [dataset.spec.class_labels[c] for c in classes[:_LISTED_CLASSES].tolist()]
+    more = f" and {classes.size - _LISTED_CLASSES} more" if classes.size > _LISTED_CLASSES else ""
+    return f"{labels}{more}"
 
 
 def _moments(x: np.ndarray) -> tuple[float, float]:

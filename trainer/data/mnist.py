@@ -69,15 +69,17 @@ def load_mnist(data_dir: str | None, val_size: int | None, fetch: Fetch = fetch_
 
 
 def _user_files(directory: Path) -> dict[str, Path]:
+    if directory.exists() and not directory.is_dir():
+        raise DataError(f"{directory} is not a directory; expected a directory holding the MNIST files {list(FILES)}")
     paths = {name: directory / name for name in FILES}
-    missing = [name for name, path in paths.items() if not path.is_file()]
+    missing = [name for name, path in paths.items() if not path.exists()]
     if missing:
         raise DataError(f"{directory}: missing MNIST file(s) {missing}; expected all of {list(FILES)} there")
     return paths
 
 
 def _read_idx(path: Path, magic: int, sources: list[SourceFile]) -> np.ndarray:
-    raw, source = read_source(path)
+    raw, source = read_source(path, "a gzipped IDX file of the MNIST distribution")
     sources.append(source)
     return parse_idx(gunzip(raw, path), magic, path)
 

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from dropnet.core.errors import DataError
+from dropnet.core.arrayfiles import read_regular_file
 
 
 @dataclass(frozen=True)
@@ -23,12 +23,11 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_source(path: Path) -> tuple[bytes, SourceFile]:
-    """The bytes of ``path`` and their :class:`SourceFile` record; :class:`DataError` if unreadable."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found; expected an existing dataset file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({exc.strerror})") from None
+def read_source(path: Path, expected: str = "a dataset file") -> tuple[bytes, SourceFile]:
+    """The bytes of ``path`` and their :class:`SourceFile` record; :class:`DataError` if it is not a readable
+    regular file (:func:`dropnet.core.arrayfiles.read_regular_file`).
+
+    ``expected`` says what the file should be, for the messages ("a .npz archive with arrays x and y").
+    """
+    data = read_regular_file(path, expected)
     return data, SourceFile(path=str(path), sha256=sha256_hex(data), bytes=len(data))

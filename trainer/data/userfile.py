@@ -10,11 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from dropnet.core.arrayfiles import array_names, read_npz
 from dropnet.core.errors import DataError
 from dropnet.trainer.data.dataset import Dataset, make_dataset
 from dropnet.trainer.data.sources import read_source
@@ -23,14 +24,17 @@ from dropnet.trainer.data.splits import holdout_splits
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".npz", ".csv")
+NPZ_EXPECTED = "a .npz archive with arrays x (examples) and y (labels), as numpy.savez(path, x=x, y=y) writes"
+CSV_EXPECTED = "a numeric .csv file, one example per row with its label in the last column"
 _NUMERIC_KINDS = "biuf"
 _LABEL_KINDS = "iuf"
 
 
 def load_user_file(path: Path, test_size: float, val_size: int | None, seed: int) -> Dataset:
     """The examples of ``path`` with seeded, stratified test and validation hold-outs."""
-    raw, source = read_source(path)
-    if path.suffix.lower() == ".npz":
+    npz = path.suffix.lower() == ".npz"
+    raw, source = read_source(path, NPZ_EXPECTED if npz else CSV_EXPECTED)
+    if npz:
         (x, y), lines = _read_npz(raw, path), None
     else:
         x, y, lines = _read_csv(raw, path)
@@ -45,22 +49,19 @@ def load_user_file(path: Path, test_size: float, val_size: int | None, seed: int
 
 
 def _read_npz(raw: bytes, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        archive = np.load(io.BytesIO(raw), allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise DataError(f"{path}: holds a single .npy array; expected an .npz archive with arrays 'x' and 'y'")
-        with archive:
-            missing = [k for k in ("x", "y") if k not in archive.files]
-            if missing:
-                raise DataError(
-                    f"{path}: missing array(s) {missing} (found {archive.files}); expected arrays 'x' (examples) "
-                    "and 'y' (labels), e.g. numpy.savez(path, x=x, y=y)"
-                )
-            return archive["x"], archive["y"]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(
-            f"{path}: not a readable .npz archive ({exc}); expected numpy.savez output with arrays x and y"
-        ) from None
+    """Arrays ``x`` and ``y`` of an .npz archive, read without numpy's pickle path (:mod:`dropnet.core.arrayfiles`)."""
+
+    def x_and_y(names: Sequence[str]) -> list[str]:
+        missing = [k for k in ("x", "y") if k not in names]
+        if missing:
+            raise DataError(
+                f"{path}: missing array(s) {missing} (found {array_names(names)}); expected arrays 'x' (examples) "
+                "and 'y' (labels), e.g. numpy.savez(path, x=x, y=y)"
+            )
+        return ["x", "y"]
+
+    x, y = read_npz(raw, path, NPZ_EXPECTED, x_and_y)
+    return x, y
 
 
 def _read_csv(raw: bytes, path: Path) -> tuple[np.ndarray, np.ndarray, list[int]]:
