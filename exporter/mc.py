@@ -5,6 +5,8 @@ Inputs: ``x`` float32 [batch, *shape]; ``num_samples`` int64 scalar T (>= 1); ``
 or one seed per row; both agree for B = 1, and any other length is refused when run. ``seed``
 is rank 1, not "scalar or vector": the ONNX checker requires a shape on every graph input (an
 unknown-rank input fails ``check_model``) and onnxruntime refuses inputs of another rank.
+``first_sample`` int64 scalar t0, an overridable initializer holding 0: the run draws samples
+t0..t0+T-1 of the seed's noise (dropnet.exporter.rng.CounterNoise), so T samples can be run in chunks.
 Outputs: the MC classification rows of the output table (``dropnet.core.outputs``) the graph
 computes: ``probabilities`` [B, C] (the mean of the samples), ``std`` [B, C] (population std
 over samples), ``predictive_entropy`` [B] (entropy of the mean, nats), ``mutual_information``
@@ -97,6 +99,7 @@ def build_mc(
         helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [BATCH, *spec.shape]),
         helper.make_tensor_value_info(NUM_SAMPLES_INPUT, TensorProto.INT64, []),
         helper.make_tensor_value_info(SEED_INPUT, TensorProto.INT64, [SEEDS]),
+        noise.first_sample_input,
     ]
     own = {"graph": "mc", "rng_scheme": RNG_SCHEME, "rng_max_samples": str(_max_samples(sites))}
     return g.model(GRAPH_NAME, inputs, outputs + exposed, merge_metadata(metadata, own), __doc__ or "")

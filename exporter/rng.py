@@ -12,6 +12,8 @@ x ^= x>>13; x *= 0xc2b2ae35; x ^= x>>16), a bijection of uint32 with full avalan
 
 * row key: the row's int64 seed split into words lo, hi; k = fmix32(lo ^ fmix32(hi ^ HI_SALT)).
 * site key: sk = fmix32(k ^ site_salt(s)), site_salt(s) = (s + 1)·SITE_STEP mod 2^32.
+* sample index t: t0 + i for the i-th of the T samples of a run, t0 being the graph input
+  ``first_sample`` (default 0), so a run of samples t0.. draws what a run from 0 draws there.
 * values per word: a Bernoulli decision needs b bits, the fewest b <= 16 with p·2^b an integer
   (b = 1 for p = 0.5, 2 for 0.75; 16 for 0.8, where the keep rate round(p·2^16)/2^16 is within
   2^-17 = 7.6e-6 of p), so a word holds K = 32 // b decisions; a gaussian word holds K = 2
@@ -25,9 +27,11 @@ x ^= x>>13; x *= 0xc2b2ae35; x ^= x>>16), a bijection of uint32 with full avalan
   is a wrapping multiply by 2^(k·b), one broadcast Mul for all K fields).
 * gaussian: Box–Muller on the 16-bit halves u1 = (hi + ½)/2^16, u2 = (lo + ½)/2^16 gives
   z1 = r·cos θ (field 0) and z2 = r·sin θ (field 1); noise = 1 + σz with σ² = (1-p)/p. The
-  16-bit uniforms cap |z| at √(2·ln 2^17) ≈ 4.85 (a two-sided tail mass of 1.2e-6).
+  16-bit uniforms cap |z| at √(2·ln 2^17) ≈ 4.85 (a two-sided tail mass of 1.2e-6). r/σ, cos θ
+  and sin θ are read from float32 tables of the 2^16 half-word values (computed in float64),
+  so every noise value is the same float32 wherever and however it is computed.
 
-Independence: within a row and site the counters t·W + w are distinct for T·W <= 2^32 and GOLDEN
+Independence: within a row and site the counters t·W + w are distinct for (t0+T)·W <= 2^32 and GOLDEN
 is odd, so the fmix32 inputs are distinct and no hash word repeats; fmix32's avalanche makes the
 words of neighbouring counters, and the bit fields of one word, look independent. Sites differ by
 their salted keys, rows by their seeds: two distinct seeds share a row key with probability
@@ -44,8 +48,10 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
-from onnx import TensorProto
+import onnx
+from onnx import TensorProto, helper, numpy_helper
 
+from dropnet.core.manifest import FIRST_SAMPLE_INPUT
 from dropnet.exporter.onnx_graph import GraphBuilder
 
 RNG_SCHEME = "dropnet-ctr-fmix32/1"
@@ -88,14 +94,31 @@ def words_per_sample(units: int, retain: float, flavour: str) -> int:
 
 
 class CounterNoise:
-    """Builds the hash words of the dropout sites for the rows of one batch and T samples."""
+    """Builds the hash words of the dropout sites for the rows of one batch and T samples.
+
+    The samples drawn are t0, t0+1, …, t0+T-1, with t0 the graph input :data:`FIRST_SAMPLE_INPUT`
+    (int64 scalar): an overridable initializer holding 0, so a caller that does not feed it gets
+    samples 0..T-1, and a run with t0 = k draws exactly the noise of samples k.. of a run from 0.
+    That lets an engine run T samples in chunks (dropnet.server.predictor) with the masks of one run.
+    """
 
     def __init__(self, g: GraphBuilder, seed: str, num_samples: str, rows: str) -> None:
-        """``seed``: int64 [1] (one seed for the batch) or [B]; ``num_samples``: scalar T; ``rows``: scalar B."""
+        """``seed``: int64 [1] (one seed for the batch) or [B]; ``num_samples``: scalar T; ``rows``: scalar B.
+
+        Adds the initializer :data:`FIRST_SAMPLE_INPUT`; the graph must list :attr:`first_sample_input`
+        among its inputs to make it overridable.
+        """
         self._g = g
-        indices = g.op("Cast", g.op("Range", g.i64(0), num_samples, g.i64(1)), to=TensorProto.UINT32)
+        g.initializers.append(numpy_helper.from_array(np.array(0, dtype=np.int64), FIRST_SAMPLE_INPUT))
+        end = g.op("Add", FIRST_SAMPLE_INPUT, num_samples)
+        indices = g.op("Cast", g.op("Range", FIRST_SAMPLE_INPUT, end, g.i64(1)), to=TensorProto.UINT32)
         self._sample_index = g.op("Reshape", indices, g.i64([-1, 1, 1]))
         self._row_keys = g.op("Unsqueeze", self._keys(seed, rows), g.i64([0, 2]))
+
+    @property
+    def first_sample_input(self) -> onnx.ValueInfoProto:
+        """The graph input of the first sample's index: int64 scalar, default 0 (its initializer)."""
+        return helper.make_tensor_value_info(FIRST_SAMPLE_INPUT, TensorProto.INT64, [])
 
     def _keys(self, seed: str, rows: str) -> str:
         """uint32 [B] row keys; a [1] seed S stands for the row seeds S ^ (b << 32) (dropnet.core.seeding.row_seeds)."""
@@ -193,14 +216,39 @@ def keep_mask(g: GraphBuilder, words: str, retain: float, units: int) -> str:
 
 
 def gaussian_noise(g: GraphBuilder, words: str, retain: float, units: int) -> str:
-    """float [T, B, units]: 1 + σ·N(0, 1) with σ² = (1 - p)/p, by Box–Muller on the 16-bit halves."""
-    high = g.op("Cast", g.op("BitShift", words, g.u32(16), direction="RIGHT"), to=TensorProto.FLOAT)
-    low = g.op("Cast", g.op("BitwiseAnd", words, g.u32(HALF - 1)), to=TensorProto.FLOAT)
-    uniform = g.op("Mul", g.op("Add", high, g.f32(0.5)), g.f32(1.0 / HALF))
-    radius = g.op("Sqrt", g.op("Mul", g.op("Log", uniform), g.f32(-2.0 * (1.0 - retain) / retain)))
-    angle = g.op("Mul", g.op("Add", low, g.f32(0.5)), g.f32(2.0 * math.pi / HALF))
-    normal = g.op("Concat", g.op("Mul", radius, g.op("Cos", angle)), g.op("Mul", radius, g.op("Sin", angle)), axis=-1)
-    return _first_units(g, g.op("Add", normal, g.f32(1.0)), units, 2)
+    """float [T, B, units]: 1 + σ·N(0, 1) with σ² = (1 - p)/p, by Box–Muller on the 16-bit halves.
+
+    The half words index tables of sqrt(-2 ln u1), cos 2πu2 and sin 2πu2 (:func:`box_muller_tables`),
+    so each value is a pure function of its word: onnxruntime's Log and Cos kernels round an
+    element differently in their vectorised body and their scalar tail, which made a value depend
+    on its position in the tensor (on T, B and the thread split), not only on its word.
+    """
+    high = g.op("Cast", g.op("BitShift", words, g.u32(16), direction="RIGHT"), to=TensorProto.INT64)
+    low = g.op("Cast", g.op("BitwiseAnd", words, g.u32(HALF - 1)), to=TensorProto.INT64)
+    tables = {name: _shared_table(g, name, values) for name, values in box_muller_tables().items()}
+    sigma = g.f32(math.sqrt((1.0 - retain) / retain))
+    radius = g.op("Mul", g.op("Gather", tables["box_muller_radius"], high, axis=0), sigma)
+    fields = [g.op("Mul", radius, g.op("Gather", tables[name], low, axis=0))
+              for name in ("box_muller_cos", "box_muller_sin")]
+    return _first_units(g, g.op("Add", g.op("Concat", *fields, axis=-1), g.f32(1.0)), units, 2)
+
+
+def box_muller_tables() -> dict[str, np.ndarray]:
+    """float32 [2^16] each, computed in float64 and rounded once: sqrt(-2 ln u) at u = (h + ½)/2^16,
+    and cos 2πu, sin 2πu at u = (l + ½)/2^16."""
+    u = (np.arange(HALF, dtype=np.float64) + 0.5) / HALF
+    return {
+        "box_muller_radius": np.sqrt(-2.0 * np.log(u)).astype(np.float32),
+        "box_muller_cos": np.cos(2.0 * math.pi * u).astype(np.float32),
+        "box_muller_sin": np.sin(2.0 * math.pi * u).astype(np.float32),
+    }
+
+
+def _shared_table(g: GraphBuilder, name: str, values: np.ndarray) -> str:
+    """The initializer ``name`` holding ``values``, added once per graph (every gaussian site reads it)."""
+    if not any(tensor.name == name for tensor in g.initializers):
+        g.initializers.append(numpy_helper.from_array(values, name))
+    return name
 
 
 def _first_units(g: GraphBuilder, values: str, units: int, per_word: int) -> str:

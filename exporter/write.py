@@ -3,9 +3,9 @@
 An exporter checks its destination early (:func:`check_destination`), builds and checks its two
 graphs, and hands them with a draft manifest (:func:`draft_manifest`) to :func:`write_package`.
 That stamps the manifest's facts into both graphs' ``metadata_props``, runs the exporter's
-onnxruntime check on the serialised graphs, seals the manifest (digests, T bound) and writes the
-package inside a temporary directory next to ``out_dir``, renamed into place once complete, so no
-reader ever sees a half-written package.
+onnxruntime check on the serialised graphs, seals the manifest (digests, T bound, activation bytes
+per row and sample) and writes the package inside a temporary directory next to ``out_dir``,
+renamed into place once complete, so no reader ever sees a half-written package.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from dropnet.core.manifest import DETERMINISTIC_FILE, MANIFEST_FILE, MC_FILE, Ma
 from dropnet.core.outputs import Task
 from dropnet.exporter.graphs import IR_VERSION, OPSET, RNG_SCHEME
 from dropnet.exporter.onnx_graph import merge_metadata
+from dropnet.server.sessions import sample_bytes
 from dropnet.trainer.rundir import versions
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,9 @@ def write_package(
     """Stamp, check, seal and atomically write the package of ``draft`` to ``out_dir``; return its manifest.
 
     Both graphs get :func:`onnx_metadata` of the draft added to their own ``metadata_props``;
-    ``check`` runs on the serialised graphs; mc.onnx's ``rng_max_samples`` bounds T.
+    ``check`` runs on the serialised graphs; mc.onnx's ``rng_max_samples`` bounds T, and its
+    activation bytes per row and sample (dropnet.server.sessions.sample_bytes) are recorded as
+    ``mc.sample_bytes``.
     """
     metadata = onnx_metadata(draft)
     graphs = {DETERMINISTIC_FILE: deterministic, MC_FILE: mc}
@@ -114,7 +117,8 @@ def write_package(
         helper.set_model_props(proto, merge_metadata(metadata, _props(proto)))
     blobs = {file_name: proto.SerializeToString() for file_name, proto in graphs.items()}
     check(blobs[DETERMINISTIC_FILE], blobs[MC_FILE])
-    manifest = seal_manifest(draft, blobs, int(_props(mc)["rng_max_samples"]))
+    per_sample = sample_bytes(blobs[MC_FILE], MC_FILE, draft.input)
+    manifest = seal_manifest(draft, blobs, int(_props(mc)["rng_max_samples"]), per_sample)
     blobs[MANIFEST_FILE] = (json.dumps(manifest.to_dict(), indent=2) + "\n").encode()
     _write_directory(out_dir, blobs, force)
     log.debug("wrote %s version %s to %s", manifest.name, manifest.version, out_dir)

@@ -1,10 +1,11 @@
 """One inference request, checked and answered: the path the Predictor and the data plane share.
 
 Every check of a request lives here, once: the mode, the requested outputs (against the output
-table of the model's task), the MC sample count (against the model's limit), the seed, and the
-input (against the manifest's input spec). The engine then runs the graph outputs the request
-needs (:meth:`Predictor.run_deterministic`, :meth:`Predictor.run_mc`, batched or not) on what
-passed, without checking again, and :func:`answer` adds the outputs derived from them.
+table of the model's task), the MC sample count (against the model's limit), the seed, the
+input (against the manifest's input spec) and what the request costs (rows × T × the model's
+activation bytes per row and sample, against the caller's limit). The engine then runs the graph
+outputs the request needs (:meth:`Predictor.run_deterministic`, :meth:`Predictor.run_mc`, batched
+or not) on what passed, without checking again, and :func:`answer` adds the outputs derived from them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from dropnet.core.errors import InvalidInputError
+from dropnet.core.errors import InvalidInputError, ResourceExhaustedError, quoted, quoted_list
 from dropnet.core.manifest import Manifest
 from dropnet.core.outputs import PREDICTED_CLASS, Mode, default_output_names, output_names
 from dropnet.core.seeding import row_seeds
@@ -38,6 +39,8 @@ class Model(Protocol):
 
     max_mc_samples: int
     """The largest T a request may ask for."""
+    sample_bytes: int
+    """Activation bytes one row costs per MC sample (the manifest's ``mc.sample_bytes``, or measured)."""
 
 
 @dataclass(frozen=True)
@@ -72,21 +75,51 @@ def check_request(
     seed: Any = None,
     outputs: tuple[str, ...] | None = None,
     max_rows: int | None = None,
+    max_cost_bytes: int | None = None,
 ) -> CheckedRequest:
     """A request for ``model``, checked against its manifest and MC limit; else InvalidInputError saying why.
 
     ``mode`` is "deterministic" or "mc"; ``mc_samples`` (None: min(:data:`DEFAULT_MC_SAMPLES`,
     ``model.max_mc_samples``)) and ``seed`` (None: drawn) apply to mode "mc" only; ``outputs`` None
     or empty means the mode's defaults; ``max_rows`` (None: no limit) bounds the rows, checked
-    before any value is converted.
+    before any value is converted. ``max_cost_bytes`` (None: no limit) bounds rows × max(T, 1) ×
+    ``model.sample_bytes`` (a deterministic request counts as T = 1); above it the request is
+    refused with ResourceExhaustedError.
     """
     if mode not in MODES:
-        raise InvalidInputError(f"mode must be one of {list(MODES)}, got {mode!r}")
+        raise InvalidInputError(f"mode must be one of {list(MODES)}, got {quoted(mode)}")
     checked_mode = Mode(mode)
     manifest = model.manifest
     names = _check_outputs(manifest, checked_mode, outputs)
     num_samples, used_seed = _check_mc(checked_mode, mc_samples, seed, model.max_mc_samples)
-    return CheckedRequest(as_batch(x, manifest.input, max_rows), checked_mode, num_samples, used_seed, names)
+    batch = as_batch(x, manifest.input, max_rows)
+    if max_cost_bytes is not None:
+        check_cost(batch.shape[0], num_samples, model.sample_bytes, max_cost_bytes)
+    return CheckedRequest(batch, checked_mode, num_samples, used_seed, names)
+
+
+def check_cost(rows: int, num_samples: int, sample_bytes: int, max_cost_bytes: int) -> None:
+    """Refuse (ResourceExhaustedError) a request of rows × max(T, 1) × ``sample_bytes`` over ``max_cost_bytes``.
+
+    The message gives the cost, the limit and what would fit: the most rows at this T, or the
+    most samples of one row when not even one row fits.
+    """
+    samples = max(num_samples, 1)
+    cost = rows * samples * sample_bytes
+    if cost <= max_cost_bytes:
+        return
+    what = f"{rows} rows × {samples} samples" if num_samples else f"{rows} rows (deterministic: 1 sample)"
+    fit_rows, fit_samples = max_cost_bytes // (samples * sample_bytes), max_cost_bytes // sample_bytes
+    if fit_rows:
+        fits = f"at most {fit_rows} rows fit" + (f" at mc_samples {samples}" if num_samples else "")
+    elif fit_samples:
+        fits = f"not one row fits at mc_samples {samples}; one row fits up to mc_samples {fit_samples}"
+    else:
+        fits = "not one row of this model fits"
+    raise ResourceExhaustedError(
+        f"the request costs {cost} bytes ({what} × {sample_bytes} bytes per row and sample); "
+        f"the limit is {max_cost_bytes} bytes per request: {fits}"
+    )
 
 
 def answer(request: CheckedRequest, graph: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -104,7 +137,7 @@ def _check_outputs(manifest: Manifest, mode: Mode, outputs: tuple[str, ...] | No
     known = output_names(manifest.task, mode)
     unknown = [name for name in outputs if name not in known]
     if unknown:
-        raise InvalidInputError(f"unknown output(s) {unknown} for mode {mode.value!r}; expected some of {list(known)}")
+        raise InvalidInputError(f"unknown output(s) {quoted_list(unknown)} for mode {mode.value!r}; expected some of {list(known)}")
     return tuple(dict.fromkeys(outputs))
 
 

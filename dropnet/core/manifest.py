@@ -6,7 +6,8 @@ any of them reads and refuses a bad one with a :class:`ModelPackageError` naming
 what was expected, so a package that loads never fails later for its manifest.
 
 Formats: ``dropnet-model/2`` is written; ``dropnet-model/1`` (classification packages without
-``task`` and without per-site dropout details) still loads. Standard library only.
+``task`` and without per-site dropout details) still loads. ``mc.sample_bytes`` is optional in
+either: packages exported before it was recorded lack it. Standard library only.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ INPUT_NAME = "x"
 NUM_SAMPLES_INPUT = "num_samples"
 SEED_INPUT = "seed"
 GRAPH_INPUTS = {Mode.DETERMINISTIC: (INPUT_NAME,), Mode.MC: (INPUT_NAME, NUM_SAMPLES_INPUT, SEED_INPUT)}
-"""The inputs of each graph; only ``x`` is described by the manifest, the others are fixed."""
+"""The inputs each graph requires; only ``x`` is described by the manifest, the others are fixed."""
+FIRST_SAMPLE_INPUT = "first_sample"
+"""mc.onnx's optional input (an overridable initializer, default 0): the index of the run's first sample.
+Graphs exported before it existed lack it; the engine then runs all T samples in one run."""
 MAX_MC_SAMPLES = 1000
 """Default bound on T; lower when the mc graph's noise counters allow fewer samples."""
 INPUT_DTYPES = ("float32", "float64", "float16", "int64", "int32", "uint8")
@@ -138,6 +142,10 @@ class MonteCarlo:
     """Largest T the mc graph accepts."""
     rng: str
     """Name of the scheme that turns seeds into dropout noise."""
+    sample_bytes: int | None = None
+    """Activation bytes one row costs per MC sample: the bytes of every tensor of mc.onnx whose size
+    grows with T·B, per row and sample (dropnet.server.sessions.sample_bytes says exactly what is
+    counted). None in packages exported before it was recorded (the engine then measures it)."""
 
 
 @dataclass(frozen=True)
@@ -198,7 +206,7 @@ class Manifest:
             "max_norm": list(self.max_norm),
             "onnx": {"opset": self.onnx.opset, "ir_version": self.onnx.ir_version},
             "files": {name: {"sha256": d.sha256, "bytes": d.bytes} for name, d in self.files.items()},
-            "mc": {"max_samples": self.mc.max_samples, "rng": self.mc.rng},
+            "mc": _mc_dict(self.mc),
             "metrics": thawed(self.metrics),
         }
         if self.format == FORMAT_V1:
@@ -265,15 +273,18 @@ def build_manifest(
     )
 
 
-def seal_manifest(draft: Manifest, graphs: Mapping[str, bytes], rng_max_samples: int) -> Manifest:
-    """``draft`` with the digest of each serialised graph and T bounded by the noise scheme's limit.
+def seal_manifest(
+    draft: Manifest, graphs: Mapping[str, bytes], rng_max_samples: int, sample_bytes: int | None = None
+) -> Manifest:
+    """``draft`` with the digest of each serialised graph, T bounded by the noise scheme's limit and
+    the mc graph's ``sample_bytes`` (see :class:`MonteCarlo`; None leaves it unrecorded).
 
     Refused (ModelPackageError) when the result is not a manifest :meth:`Manifest.from_dict` accepts.
     """
     sealed = replace(
         draft,
         files=MappingProxyType({file_name: data_digest(data) for file_name, data in graphs.items()}),
-        mc=replace(draft.mc, max_samples=min(draft.mc.max_samples, rng_max_samples)),
+        mc=replace(draft.mc, max_samples=min(draft.mc.max_samples, rng_max_samples), sample_bytes=sample_bytes),
     )
     return Manifest.from_dict(sealed.to_dict(), f"the manifest of {draft.name} version {draft.version}")
 
@@ -342,7 +353,7 @@ def _parse(raw: Any, where: str) -> Manifest:
         max_norm=top.get("max_norm", "a list of positive numbers or nulls", _max_norm),
         onnx=_onnx(top.object("onnx", ("opset", "ir_version"))),
         files=_files(top.object("files", ONNX_FILES)),
-        mc=_mc(top.object("mc", ("max_samples", "rng"))),
+        mc=_mc(top.object("mc", ("max_samples", "rng", "sample_bytes"))),
         metrics=top.mapping("metrics"),
     )
 
@@ -427,7 +438,9 @@ def _files(fields: JsonObject) -> Mapping[str, FileDigest]:
 
 
 def _mc(fields: JsonObject) -> MonteCarlo:
-    return MonteCarlo(fields.integer("max_samples"), fields.string("rng"))
+    """T's bound and the noise scheme; ``sample_bytes`` when recorded (absent in older packages)."""
+    sample_bytes = fields.integer("sample_bytes") if fields.has("sample_bytes") else None
+    return MonteCarlo(fields.integer("max_samples"), fields.string("rng"), sample_bytes)
 
 
 def _string_mapping(value: Any) -> Mapping[str, str] | None:
@@ -471,6 +484,13 @@ def _normalisation_dict(normalisation: Normalisation | None) -> dict[str, Any] |
     if normalisation is None:
         return None
     return {"mean": normalisation.mean, "std": normalisation.std, "in_graph": normalisation.in_graph}
+
+
+def _mc_dict(mc: MonteCarlo) -> dict[str, Any]:
+    raw: dict[str, Any] = {"max_samples": mc.max_samples, "rng": mc.rng}
+    if mc.sample_bytes is not None:
+        raw["sample_bytes"] = mc.sample_bytes
+    return raw
 
 
 def _site_dict(site: DropoutSite) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from math import prod
 
-from onnx import ModelProto, TensorProto, helper
+from onnx import ModelProto, TensorProto, ValueInfoProto, helper
 
 from dropnet.core.manifest import INPUT_NAME, NUM_SAMPLES_INPUT, SEED_INPUT
 from dropnet.core.outputs import SAMPLES, Mode, Task
@@ -100,7 +100,7 @@ def build_mc(proto: ModelProto, sites: list[SiteInfo], task: Task, width: int, m
         _summarise(g, task, per_sample)
     widest = max(words_per_sample(s.units, s.call.retain, s.call.flavour) for s in sites)
     own = {"graph": "mc", "rng_scheme": RNG_SCHEME, "rng_max_samples": str(COUNTER_LIMIT // widest)}
-    model = _model(g, net, task, Mode.MC, width, merge_metadata(metadata, own))
+    model = _model(g, net, task, Mode.MC, width, merge_metadata(metadata, own), noise.first_sample_input)
     log.info("mc graph: %d nodes; %d of the network's %d run once per row", len(g.nodes), len(before),
              len(net.graph.node))
     return model
@@ -181,9 +181,13 @@ def _output_as(g: GraphBuilder, x: str, name: str) -> str:
 
 
 def _model(
-    g: GraphBuilder, net: MarkedNetwork, task: Task, mode: Mode, width: int, metadata: dict[str, str]
+    g: GraphBuilder, net: MarkedNetwork, task: Task, mode: Mode, width: int, metadata: dict[str, str],
+    first_sample: ValueInfoProto | None = None,
 ) -> ModelProto:
-    """The model of ``g`` with the contract's inputs and the output table's outputs, pruned."""
+    """The model of ``g`` with the contract's inputs and the output table's outputs, pruned.
+
+    ``first_sample``: mc.onnx's overridable input of the first sample's index (CounterNoise's).
+    """
     outputs = table_outputs(task, mode, {"B": BATCH, "T": NUM_SAMPLES_INPUT, "C": width, "D": width})
     source = net.graph.input[0].type.tensor_type
     shape = [BATCH, *(d.dim_value for d in source.shape.dim[1:])]
@@ -193,5 +197,7 @@ def _model(
             helper.make_tensor_value_info(NUM_SAMPLES_INPUT, TensorProto.INT64, []),
             helper.make_tensor_value_info(SEED_INPUT, TensorProto.INT64, [SEEDS]),
         ]
-    prune(g, [o.name for o in outputs])
+    if first_sample is not None:
+        inputs.append(first_sample)
+    prune(g, [o.name for o in outputs] + [i.name for i in inputs])  # inputs: keeps first_sample's initializer
     return g.model(f"dropnet_own_{mode.value}", inputs, outputs, metadata, __doc__ or "")

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from dropnet.exporter.graphs import RNG_SCHEME, build_deterministic, build_mc, verify_model
@@ -172,7 +173,10 @@ def test_graph_interface_and_metadata(built: tuple[onnx.ModelProto, np.ndarray])
     shapes = {
         v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in proto.graph.input
     }
-    assert list(shapes) == ["x", "num_samples", "seed"] and shapes["num_samples"] == [] and shapes["seed"] == ["seeds"]
+    assert list(shapes) == ["x", "num_samples", "seed", "first_sample"] and shapes["seed"] == ["seeds"]
+    assert shapes["num_samples"] == shapes["first_sample"] == []
+    first_sample = next(t for t in proto.graph.initializer if t.name == "first_sample")  # overridable, default 0
+    assert numpy_helper.to_array(first_sample).tolist() == 0 and first_sample.data_type == onnx.TensorProto.INT64
     assert [o.name for o in proto.graph.output][:5] == OUTPUTS
     props = {p.key: p.value for p in proto.metadata_props}
     assert props["graph"] == "mc" and props["rng_scheme"] == RNG_SCHEME and props["flavour"] == "any"

@@ -65,7 +65,9 @@ def test_manifest_lists_everything_the_interface_promises(tiny_package: Path, ti
     }
     assert manifest["max_norm"] == [3.5, 3.5, None]
     assert manifest["onnx"] == {"opset": OPSET, "ir_version": IR_VERSION}
-    assert manifest["mc"] == {"max_samples": 1000, "rng": RNG_SCHEME}
+    sample_bytes = manifest["mc"]["sample_bytes"]  # its value: tests/exporter/test_first_sample.py
+    assert manifest["mc"] == {"max_samples": 1000, "rng": RNG_SCHEME, "sample_bytes": sample_bytes}
+    assert isinstance(sample_bytes, int) and sample_bytes > 0
     assert manifest["metrics"] == {}
     for file_name in ("deterministic.onnx", "mc.onnx"):
         data = (tiny_package / file_name).read_bytes()

@@ -226,7 +226,8 @@ def test_one_batch_seed_equals_the_row_seeds_path(predictor: Predictor, tiny_pac
     scalar = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
     via_predictor = predictor.predict(x, mc_samples=25, seed=123, return_samples=True)
     np.testing.assert_array_equal(scalar["samples"], via_predictor.samples)
-    np.testing.assert_array_equal(scalar["probabilities"], via_predictor.probabilities)
+    # the Predictor sums the samples on the host in float64; the graph's float32 mean of T=25 is off by at most (T + 2) ulp of 1
+    np.testing.assert_allclose(scalar["probabilities"], via_predictor.probabilities, rtol=0, atol=(25 + 2) * 2**-24)
 
 
 def test_rows_of_concatenated_requests_match_separate_requests(predictor: Predictor) -> None:

@@ -54,7 +54,7 @@ def test_graph_interface(name: str) -> None:
         first = proto.graph.input[0]
         assert first.name == "x" and first.type.tensor_type.elem_type == dtype
         assert first.type.tensor_type.shape.dim[0].dim_param == "batch"
-    assert [i.name for i in graphs.mc.graph.input] == ["x", "num_samples", "seed"]
+    assert [i.name for i in graphs.mc.graph.input] == ["x", "num_samples", "seed", "first_sample"]
 
 
 @pytest.mark.parametrize("name", NAMES)
