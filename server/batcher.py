@@ -1,31 +1,44 @@
 """Dynamic batching: concurrent requests for the same model, version, mode and sample count share
 one onnxruntime run.
 
-Each key has a FIFO queue and a consumer task. A batch is formed once a worker thread is free and
-either ``max_batch_size`` rows wait or the oldest request has waited ``max_queue_delay_ms``. The
-delay applies only while the previous batch of the same spec held several requests: a lone
-request under light load starts at once, and under load, batch-mates also gather while every
-worker is busy. The rows of
-its requests (and, in MC mode, their per-row seeds) are concatenated, run once in the worker pool,
-and the outputs are split back. A row's MC masks depend on its seed alone, so every request gets
-exactly what it would get served alone. Requests are never split: one larger than
-``max_batch_size`` runs by itself. With batching off every batch holds a single request.
+Each key has a FIFO queue and a consumer task. Batches run in one of two lanes, by mode, each with
+its own worker threads and its own count of free ones: deterministic batches on
+``inference_workers`` threads, MC batches on ``mc_workers``. A long MC run (or a queue of them)
+therefore never holds up a deterministic request: separate workers per mode, not chunked
+scheduling. A batch is formed once a worker thread of its lane is free and either
+``max_batch_size`` rows wait or the oldest request has waited ``max_queue_delay_ms``. The delay
+applies only while the previous batch of the same spec held several requests: a lone request
+under light load starts at once, and under load, batch-mates also gather while every worker of
+the lane is busy. The rows of its requests (and, in MC mode, their per-row seeds) are
+concatenated, run once in a worker thread, and the outputs are split back. A row's MC masks
+depend on its seed alone, so every request gets exactly what it would get served alone. Requests
+are never split: one larger than ``max_batch_size`` runs by itself. With batching off every batch
+holds a single request. ``max_queue_size`` bounds the requests waiting per model, both lanes
+together.
+
+On Linux the MC workers run at a lower CPU priority (:data:`dropnet.server.priority.MC_NICE`): where the cores are
+contended, the scheduler gives them to deterministic runs and the event loop first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
-from dropnet.core.errors import ResourceExhaustedError
-from dropnet.core.outputs import rows_axis
+from dropnet.core.errors import ResourceExhaustedError, UnavailableError
+from dropnet.core.outputs import Mode, rows_axis
 from dropnet.server.metrics import ServerMetrics
+from dropnet.server.priority import lower_thread_priority
 from dropnet.server.settings import ServerSettings
+
+log = logging.getLogger(__name__)
 
 Outputs = dict[str, np.ndarray]
 
@@ -145,16 +158,26 @@ def _rows(array: np.ndarray, axis: int, rows: slice) -> np.ndarray:
     return np.ascontiguousarray(array[tuple(index)])
 
 
+class _Lane:
+    """The worker threads that run the batches of one mode, and a count of the free ones."""
+
+    def __init__(self, mode: Mode, workers: int, initializer: Callable[[], None] | None = None) -> None:
+        self.executor = ThreadPoolExecutor(workers, thread_name_prefix=f"dropnet-{mode.value}", initializer=initializer)
+        self.free = asyncio.Semaphore(workers)
+
+
 class Batcher:
-    """Queues requests per (spec, engine) and runs them in batches on a pool of worker threads."""
+    """Queues requests per (spec, engine) and runs them in batches, each mode on its own worker threads."""
 
     def __init__(self, settings: ServerSettings, metrics: ServerMetrics) -> None:
         self._max_rows = settings.max_batch_size if settings.batching else 1
         self._delay = settings.max_queue_delay_ms / 1000 if settings.batching else 0.0
         self._max_queue = settings.max_queue_size
         self._metrics = metrics
-        self._executor = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix="dropnet-infer")
-        self._free_workers = asyncio.Semaphore(settings.inference_workers)
+        self._lanes = {
+            Mode.DETERMINISTIC.value: _Lane(Mode.DETERMINISTIC, settings.inference_workers),
+            Mode.MC.value: _Lane(Mode.MC, settings.mc_workers, lower_thread_priority),
+        }
         self._queues: dict[tuple[RunSpec, int], _Queue] = {}
         self._last_batch_requests: dict[RunSpec, int] = {}
         """Requests in the latest batch of each spec, where it held more than one: batch-mates are worth waiting
@@ -167,7 +190,7 @@ class Batcher:
     ) -> Outputs:
         """The ``outputs`` of ``engine`` for validated rows ``x`` (and, in MC mode, their seeds), batched with others."""
         if self._closed:
-            raise ResourceExhaustedError("the server is shutting down and takes no new requests; retry on another instance")
+            raise UnavailableError("the server is shutting down and takes no new requests; retry on another instance")
         waiting = self.waiting(spec.model)
         if waiting >= self._max_queue:
             raise ResourceExhaustedError(
@@ -207,22 +230,24 @@ class Batcher:
         while self._queues or self._running:
             consumers = [queue.consumer for queue in self._queues.values() if queue.consumer is not None]
             await asyncio.gather(*consumers, *self._running, return_exceptions=True)
-        self._executor.shutdown(wait=True)
+        for lane in self._lanes.values():
+            lane.executor.shutdown(wait=True)
 
     async def _consume(self, key: tuple[RunSpec, int], queue: _Queue) -> None:
         """Form batches from ``queue`` until it is empty, then retire it."""
+        lane = self._lanes[queue.spec.mode]
         try:
             while queue.items:
                 if self._last_batch_requests.get(queue.spec, 1) > 1:
                     await queue.wait_full(self._max_rows, self._delay)
-                await self._free_workers.acquire()
+                await lane.free.acquire()
                 batch = queue.take(self._max_rows)
                 self._last_batch_requests[queue.spec] = max(len(batch), 1)
                 self._report_depth(queue.spec.model)
                 if not batch:
-                    self._free_workers.release()
+                    lane.free.release()
                     continue
-                task = asyncio.create_task(self._run(queue, batch))
+                task = asyncio.create_task(self._run(lane, queue, batch))
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
         finally:
@@ -232,13 +257,13 @@ class Batcher:
             for request in queue.items:  # only left when the consumer itself failed or was cancelled
                 request.future.cancel()
 
-    async def _run(self, queue: _Queue, batch: list[_Request]) -> None:
-        """Run ``batch`` in a worker thread and hand each request its outputs (or the error)."""
+    async def _run(self, lane: _Lane, queue: _Queue, batch: list[_Request]) -> None:
+        """Run ``batch`` in a worker thread of ``lane`` and hand each request its outputs (or the error)."""
         spec = queue.spec
         try:
             self._metrics.batch_rows.labels(spec.model, spec.mode).observe(sum(request.rows for request in batch))
             loop = asyncio.get_running_loop()
-            answers = await loop.run_in_executor(self._executor, run_batch, queue.engine, spec, batch)
+            answers = await loop.run_in_executor(lane.executor, run_batch, queue.engine, spec, batch)
         except Exception as exc:
             for request in batch:
                 if not request.future.done():
@@ -248,7 +273,7 @@ class Batcher:
                 if not request.future.done():
                     request.future.set_result(answer)
         finally:
-            self._free_workers.release()
+            lane.free.release()
 
     def _report_depth(self, model: str) -> None:
         self._metrics.queue_depth.labels(model).set(self.waiting(model))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dropnet.core.errors import DropnetError, ResourceExhaustedError
+from dropnet.core.errors import DropnetError, ResourceExhaustedError, UnavailableError
 from dropnet.core.outputs import Mode, Task, graph_output_names
 from dropnet.core.seeding import row_seeds
 from dropnet.server.batcher import Batcher, RunSpec, _Request, run_batch
@@ -178,7 +178,7 @@ def test_run_error_reaches_every_request_of_the_batch(tmp_path: Path, tiny_predi
     async def main() -> list[BaseException]:
         batcher, _ = make_batcher(tmp_path)
         engine = RecordingEngine(tiny_predictor)
-        blocker = await hold_worker(batcher, engine)
+        blocker = await hold_worker(batcher, engine, MC)  # the MC lane's worker: both requests wait for it
         bad = row_seeds(0, 2)  # two seeds for a one-row request: the engine refuses the batch's seeds
         tasks = [asyncio.create_task(batcher.submit(MC, engine, digits_rows(1, i), bad, ("probabilities",)))
                  for i in range(2)]
@@ -207,7 +207,7 @@ def test_drain_finishes_queued_work_then_refuses_new_requests(tmp_path: Path, ti
         await drain
         assert queued.done() and queued.result()["probabilities"].shape == (2, 10)
         assert blocker.done()
-        with pytest.raises(ResourceExhaustedError, match="shutting down"):
+        with pytest.raises(UnavailableError, match="shutting down"):
             await batcher.submit(DET, engine, digits_rows(1, 0), None, ("probabilities",))
 
     asyncio.run(main())

@@ -70,6 +70,7 @@ def test_boundary_values_are_accepted() -> None:
 def test_session_threads_default_shares_the_cores_among_the_workers() -> None:
     cores = len(os.sched_getaffinity(0))
     assert ServerSettings(models_dir=MODELS, intra_op_threads=3, inference_workers=4).session_threads == 3
-    assert ServerSettings(models_dir=MODELS, inference_workers=1).session_threads == cores
-    assert ServerSettings(models_dir=MODELS, inference_workers=2).session_threads == max(1, cores // 2)
+    assert ServerSettings(models_dir=MODELS, inference_workers=1).session_threads == max(1, cores // 2)
+    assert ServerSettings(models_dir=MODELS, inference_workers=2).session_threads == max(1, cores // 3)
+    assert ServerSettings(models_dir=MODELS, inference_workers=1, mc_workers=3).session_threads == max(1, cores // 4)
     assert ServerSettings(models_dir=MODELS, inference_workers=cores + 1).session_threads == 1
