@@ -2,11 +2,14 @@
 
 One flag per :class:`ServerSettings` field (:mod:`dropnet.settings_flags`), with the field's
 docstring as its help; a value out of range is a ConfigError (exit 2). On SIGTERM or SIGINT the
-server stops accepting requests, finishes those in flight (``--grace`` seconds at most) and exits 0;
-a signal that arrives while the models are still loading stops the loading and exits 0 as well. A
-second SIGTERM or SIGINT before the stop is done exits at once, dropping whatever is in flight, with
-code 128 + the signal number (143 for SIGTERM, 130 for SIGINT). Heavy imports (grpc, onnxruntime)
-happen in :func:`run` only.
+server stops accepting calls and gives those in flight ``--grace`` seconds; each one still running
+then ends UNAVAILABLE, and the process exits 0 within about ``--grace`` +
+:data:`dropnet.server.dataplane.CUT_MARGIN_S` seconds. An onnxruntime run cannot be interrupted, so
+one still going then is not waited for: the process exits without it (:func:`exit_now`). A signal
+that arrives while the models are still loading stops the loading and exits 0 as well. A second
+SIGTERM or SIGINT before the stop is done exits at once, dropping whatever is in flight, with code
+128 + the signal number (143 for SIGTERM, 130 for SIGINT). Heavy imports (grpc, onnxruntime) happen
+in :func:`run` only.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from dropnet.server.settings import ServerSettings
 from dropnet.settings_flags import add_flags, given_values
@@ -39,9 +44,19 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until SIGTERM/SIGINT, then drain; the exit code is 0 after a clean stop."""
-    asyncio.run(serve(settings_from_args(args)))
+    """Serve until SIGTERM/SIGINT, then drain; the exit code is 0 after a stop, even one that cut requests."""
+    if not asyncio.run(serve(settings_from_args(args))):
+        exit_now(0)  # the interpreter would wait for the worker threads still in onnxruntime
     return 0
+
+
+def exit_now(code: int) -> NoReturn:
+    """Flush the log and the standard streams, then end the process with ``code`` without waiting for any thread."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -50,7 +65,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class StopSignals:
     """SIGTERM/SIGINT handling on the running loop: the first asks for a graceful stop, a second forces an exit."""
 
-    def __init__(self, force_exit: Callable[[int], object] = os._exit) -> None:
+    def __init__(self, force_exit: Callable[[int], object] = exit_now) -> None:
         self.requested = asyncio.Event()
         """Set by the first signal."""
         self._force_exit = force_exit
@@ -70,13 +85,14 @@ class StopSignals:
             return
         code = 128 + signum
         log.warning("second %s received: exiting now with code %d, dropping in-flight requests", name, code)
-        for handler in logging.getLogger().handlers:  # a forced exit skips the interpreter's cleanup
-            handler.flush()
         self._force_exit(code)
 
 
-async def serve(settings: ServerSettings, signals: StopSignals | None = None) -> None:
-    """Load the models and serve until SIGTERM/SIGINT, then stop gracefully; handlers are in place before loading."""
+async def serve(settings: ServerSettings, signals: StopSignals | None = None) -> bool:
+    """Load the models and serve until SIGTERM/SIGINT, then stop gracefully; handlers are in place before loading.
+
+    Returns False when the stop left onnxruntime runs going in worker threads (see :meth:`GrpcServer.stop`).
+    """
     from dropnet.server.app import GrpcServer, address
 
     signals = signals or StopSignals()
@@ -98,5 +114,6 @@ async def serve(settings: ServerSettings, signals: StopSignals | None = None) ->
             log.info("stopping: refusing new requests, finishing in-flight ones (up to %gs)", settings.shutdown_grace_s)
     finally:
         stop_requested.cancel()
-        await server.stop()
+        finished = await server.stop()
     log.info("stopped")
+    return finished

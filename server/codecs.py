@@ -2,9 +2,22 @@
 
 Requests become :class:`dropnet.server.dataplane.InferRequest`; results and manifests become responses.
 Everything a client can get wrong about the encoding itself (unknown datatype, byte length or
-element count that does not match the shape, raw and typed contents mixed) raises
-:class:`InvalidInputError` saying what was expected; what the model expects of the values
-(shape, finiteness, rows, samples) is checked by the data plane.
+element count that does not match the shape, raw and typed contents mixed, unknown parameters)
+raises :class:`InvalidInputError` saying what was expected, quoting client strings through
+:func:`dropnet.core.errors.quoted`; what the model expects of the values (shape, finiteness, rows,
+samples) is checked by the data plane.
+
+OIP parameters (a compatibility choice, also in docs/interfaces.md): a request may carry
+``mc_samples`` and ``seed`` (int64_param or uint64_param), which select MC mode. Standard clients
+add a few parameters of their own, accepted and ignored: ``priority`` and ``timeout`` (Triton's
+schedule-policy extension, sent by tritonclient's ``infer(priority=, timeout=)``; dropnet serves in
+arrival order and honours the gRPC deadline instead), ``binary_data_output`` (the REST binary-data
+extension, an encoding hint), on the input ``binary_data_size`` (KServe's Python SDK sends it beside
+raw_input_contents) and on a requested output ``binary_data``. Anything else is INVALID_ARGUMENT
+naming the known parameters, so that a typo (``mc_sample``) is not answered deterministically, and
+features dropnet lacks are refused rather than silently skipped: Triton's ``sequence_*`` (stateful
+models), ``shared_memory_*`` (tensors in shared memory) and ``classification`` (top-k labels). A
+known parameter of the wrong type (``mc_samples`` as a string_param) is INVALID_ARGUMENT too.
 """
 
 from __future__ import annotations
@@ -12,12 +25,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from dropnet import __version__
-from dropnet.core.errors import InvalidInputError
+from dropnet.core.errors import InvalidInputError, quoted, quoted_list
 from dropnet.core.manifest import INPUT_NAME, Manifest
 from dropnet.core.outputs import Mode, Task
 from dropnet.protos.dropnet.v1 import predictor_pb2 as v1
@@ -177,8 +191,35 @@ def oip_datatype(dtype: np.dtype) -> str:
     return _OIP_BY_NUMPY[little_endian(dtype)]
 
 
+@dataclass(frozen=True)
+class Parameter:
+    """An OIP parameter dropnet accepts: the InferParameter fields it may be sent in, and whether it has an effect."""
+
+    kinds: tuple[str, ...]
+    ignored: bool = False
+    """Accepted for compatibility with standard clients, without effect."""
+
+
+_INTEGER, _BOOL = ("int64_param", "uint64_param"), ("bool_param",)
+REQUEST_PARAMETERS: dict[str, Parameter] = {
+    MC_SAMPLES: Parameter(_INTEGER),
+    SEED: Parameter(_INTEGER),
+    "priority": Parameter(_INTEGER, ignored=True),
+    "timeout": Parameter(_INTEGER, ignored=True),
+    "binary_data_output": Parameter(_BOOL, ignored=True),
+}
+"""Parameters of a ModelInferRequest (see the module docstring for why each is here)."""
+INPUT_PARAMETERS: dict[str, Parameter] = {"binary_data_size": Parameter(_INTEGER, ignored=True)}
+"""Parameters of the input tensor."""
+OUTPUT_PARAMETERS: dict[str, Parameter] = {"binary_data": Parameter(_BOOL, ignored=True)}
+"""Parameters of a requested output."""
+
+
 def decode_infer_request(request: oip.ModelInferRequest) -> InferRequest:
     """A ModelInferRequest as the data plane's InferRequest; parameter mc_samples or seed selects MC."""
+    _check_parameters("request", request.parameters, REQUEST_PARAMETERS)
+    for output in request.outputs:
+        _check_parameters(f"requested output {quoted(output.name)}", output.parameters, OUTPUT_PARAMETERS)
     mc_samples = _int_parameter(request.parameters, MC_SAMPLES)
     seed = _int_parameter(request.parameters, SEED)
     return InferRequest(
@@ -189,19 +230,40 @@ def decode_infer_request(request: oip.ModelInferRequest) -> InferRequest:
         mc_samples=mc_samples,
         seed=seed,
         outputs=tuple(output.name for output in request.outputs) or None,
+        echo_bytes=len(request.id.encode()),
     )
+
+
+def _check_parameters(where: str, parameters: Mapping[str, Any], known: Mapping[str, Parameter]) -> None:
+    """InvalidInputError for a parameter not in ``known`` (naming the known ones) or of a kind it may not have."""
+    unknown = sorted(key for key in parameters if key not in known)
+    if unknown:
+        used = [key for key, parameter in known.items() if not parameter.ignored]
+        ignored = [key for key, parameter in known.items() if parameter.ignored]
+        raise InvalidInputError(
+            f"{where} has unknown parameter(s) {quoted_list(unknown)}; expected "
+            + (f"some of {used} (or {ignored}, accepted and ignored)" if used else f"none, or {ignored} (ignored)")
+        )
+    for key, parameter in parameters.items():
+        kind = parameter.WhichOneof("parameter_choice")
+        expected = " or ".join(known[key].kinds)
+        if kind is None:
+            raise InvalidInputError(f"{where} parameter {key!r} is set but holds no value; expected {expected}")
+        if kind not in known[key].kinds:
+            raise InvalidInputError(f"{where} parameter {key!r} is a {kind}; expected {expected}")
 
 
 def _decode_input(request: oip.ModelInferRequest) -> np.ndarray:
     if len(request.inputs) != 1:
-        names = [tensor.name for tensor in request.inputs]
-        raise InvalidInputError(f"request has {len(names)} inputs {names}; expected exactly one, {INPUT_NAME!r}")
+        names = quoted_list(tensor.name for tensor in request.inputs)
+        raise InvalidInputError(f"request has {len(request.inputs)} inputs {names}; expected exactly one, {INPUT_NAME!r}")
     tensor = request.inputs[0]
-    what = f"input {tensor.name!r}"
+    what = f"input {quoted(tensor.name)}"
     if tensor.name != INPUT_NAME:
         raise InvalidInputError(f"{what} is unknown; expected {INPUT_NAME!r}")
+    _check_parameters(what, tensor.parameters, INPUT_PARAMETERS)
     if tensor.datatype not in OIP_DTYPES:
-        raise InvalidInputError(f"{what} has datatype {tensor.datatype!r}; expected one of {list(OIP_DTYPES)}")
+        raise InvalidInputError(f"{what} has datatype {quoted(tensor.datatype)}; expected one of {list(OIP_DTYPES)}")
     dtype, field = OIP_DTYPES[tensor.datatype]
     has_contents = tensor.HasField("contents")
     if request.raw_input_contents:
@@ -248,16 +310,11 @@ def _decode_contents(
 
 
 def _int_parameter(parameters: Any, key: str) -> int | None:
-    """An integer request parameter (int64_param or uint64_param), None when absent."""
+    """An integer parameter checked by :func:`_check_parameters`, None when absent."""
     if key not in parameters:
         return None
     parameter = parameters[key]
-    kind = parameter.WhichOneof("parameter_choice")
-    if kind is None:
-        raise InvalidInputError(f"parameter {key!r} is set but holds no value; expected int64_param")
-    if kind not in ("int64_param", "uint64_param"):
-        raise InvalidInputError(f"parameter {key!r} is a {kind}; expected int64_param")
-    return int(getattr(parameter, kind))
+    return int(getattr(parameter, parameter.WhichOneof("parameter_choice")))
 
 
 def encode_infer_response(result: InferResult, request: oip.ModelInferRequest) -> oip.ModelInferResponse:

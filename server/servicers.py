@@ -1,6 +1,8 @@
 """The two gRPC services: each RPC converts the request, calls the data plane, converts the answer.
 
-Errors become status codes in :mod:`dropnet.server.grpc_errors` (the ``handle_errors`` decorator).
+Errors become status codes in :mod:`dropnet.server.grpc_errors` (the ``handle_errors`` decorator),
+which also refuses a request that could not be decoded: the services are registered through
+:func:`dropnet.server.registration.add_service`, whose deserializers hand such a request over as a marker.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from dropnet.core.errors import InvalidInputError, NotFoundError, ResourceExhaustedError
+from dropnet.core.errors import InvalidInputError, NotFoundError, ResourceExhaustedError, UnavailableError
 
 OK = "OK"
 INTERNAL = "INTERNAL"
@@ -17,6 +17,7 @@ CODE_BY_ERROR: tuple[tuple[type[BaseException], str], ...] = (
     (InvalidInputError, "INVALID_ARGUMENT"),
     (NotFoundError, "NOT_FOUND"),
     (ResourceExhaustedError, "RESOURCE_EXHAUSTED"),
+    (UnavailableError, "UNAVAILABLE"),
     (asyncio.CancelledError, "CANCELLED"),
 )
 """Error class → status code name; the first matching class wins, anything else is INTERNAL."""

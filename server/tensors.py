@@ -18,6 +18,10 @@ from dropnet.protos.dropnet.v1 import predictor_pb2 as v1
 
 MAX_RANK = 32
 """Most dimensions a tensor may have (numpy's own limit is 64; no model input needs more than a few)."""
+MAX_ELEMENTS = 2**31
+"""Most elements a tensor's shape may describe, its zero dimensions left out of the product. A protobuf
+message holds at most 2 GiB, so no tensor on the wire has more, and numpy can build any shape within it
+(an empty one included: numpy refuses [0, 2**40, 2**40] as too big)."""
 
 
 def little_endian(dtype: Any) -> np.dtype:
@@ -26,12 +30,21 @@ def little_endian(dtype: Any) -> np.dtype:
 
 
 def check_shape(what: str, shape: Sequence[int]) -> tuple[int, ...]:
-    """``shape`` as a tuple, or InvalidInputError if it has over :data:`MAX_RANK` dimensions or a negative one."""
+    """``shape`` as a tuple, checked before any array is built.
+
+    InvalidInputError if it has over :data:`MAX_RANK` dimensions, a negative one, or non-zero
+    dimensions whose product passes :data:`MAX_ELEMENTS` (whatever the zeros beside them).
+    """
     if len(shape) > MAX_RANK:
         raise InvalidInputError(f"{what} has {len(shape)} dimensions; expected at most {MAX_RANK}")
     dims = tuple(int(d) for d in shape)
     if any(d < 0 for d in dims):
         raise InvalidInputError(f"{what} has shape {list(dims)}; expected dimensions >= 0")
+    if math.prod(d for d in dims if d) > MAX_ELEMENTS:
+        raise InvalidInputError(
+            f"{what} has shape {list(dims)}, whose non-zero dimensions multiply to over {MAX_ELEMENTS}; "
+            f"expected at most {MAX_ELEMENTS} elements"
+        )
     return dims
 
 

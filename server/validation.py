@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from dropnet.core.errors import InvalidInputError
+from dropnet.core.errors import InvalidInputError, ResourceExhaustedError
 from dropnet.core.manifest import InputSpec
 from dropnet.core.seeding import INT64_MAX, INT64_MIN
 
@@ -20,7 +20,8 @@ def as_batch(x: Any, spec: InputSpec, max_rows: int | None = None) -> np.ndarray
 
     A float input takes any real numbers and refuses what is not finite in its dtype; an integer
     input (e.g. token ids) takes integers within ``spec.value_range``. ``max_rows`` bounds B; it is
-    checked on the shape, before any value is converted or inspected.
+    checked on the shape, before any value is converted or inspected. Rows too large to convert in
+    memory are a ResourceExhaustedError.
     """
     shape = tuple(spec.shape)
     expected = f"(batch, {', '.join(map(str, shape))}) or {shape}"
@@ -39,12 +40,19 @@ def as_batch(x: Any, spec: InputSpec, max_rows: int | None = None) -> np.ndarray
         raise InvalidInputError(f"x has shape {array.shape}: an empty batch; expected at least one row of {shape}")
     if max_rows is not None and array.shape[0] > max_rows:
         raise InvalidInputError(f"x has {array.shape[0]} rows; expected at most {max_rows} rows per request")
-    return _integers(array, spec) if spec.is_integer else _finite(array, spec.dtype)
+    try:
+        return _integers(array, spec) if spec.is_integer else _finite(array, spec.dtype)
+    except MemoryError:
+        needed = array.size * np.dtype(spec.dtype).itemsize
+        raise ResourceExhaustedError(
+            f"x has shape {array.shape}: {needed} bytes as {spec.dtype}, more than this process can allocate; "
+            "expected fewer rows"
+        ) from None
 
 
 def _finite(array: np.ndarray, dtype: str) -> np.ndarray:
     """``array`` as ``dtype``, refused if a value is not finite there."""
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow or a signalling NaN is refused below
         batch = np.ascontiguousarray(array, dtype=dtype)
     bad = int(batch.size - np.count_nonzero(np.isfinite(batch)))
     if bad:

@@ -4,7 +4,19 @@ Every error a user can cause derives from :class:`DropnetError` and carries a me
 names what was wrong and what was expected. The CLI prints the message (no traceback); the
 server maps each class to a status code in one table, ``dropnet.server.status_codes.CODE_BY_ERROR``
 (shared by the gRPC error handler ``dropnet.server.grpc_errors`` and the metrics).
+
+A message that repeats what a client sent quotes it through :func:`quoted` (one string) or
+:func:`quoted_list` (several), so its length stays bounded whatever the client sent.
 """
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+QUOTE_LIMIT = 64
+"""Most characters of one client string an error message repeats."""
+LIST_LIMIT = 5
+"""Most items of a list of client strings an error message repeats."""
 
 
 class DropnetError(Exception):
@@ -37,3 +49,29 @@ class NotFoundError(DropnetError):
 
 class ResourceExhaustedError(DropnetError):
     """A bounded resource (queue, message size) is full; retry later or send less."""
+
+
+class UnavailableError(DropnetError):
+    """The server cannot finish the request now (it is shutting down); retry, on another instance if need be."""
+
+
+def quoted(text: object, limit: int = QUOTE_LIMIT) -> str:
+    """``text`` as ``repr(str(text))``, cut to its first ``limit`` characters when longer, the cut marked.
+
+    ``quoted("nope") == "'nope'"``; ``quoted("x" * 20000)`` is 64 x in quotes, then ``... (20000 characters)``.
+    """
+    text = str(text)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def quoted_list(items: Iterable[object], shown: int = LIST_LIMIT, limit: int = QUOTE_LIMIT) -> str:
+    """Client strings as a list for an error message: the first ``shown``, each :func:`quoted`, and how many more.
+
+    ``quoted_list(["a", "b"]) == "['a', 'b']"``; 2,000 names give ``['n0', 'n1', 'n2', 'n3', 'n4', ... 1995 more]``.
+    """
+    items = list(items)
+    head = ", ".join(quoted(item, limit) for item in items[:shown])
+    more = len(items) - shown
+    return f"[{head}, ... {more} more]" if more > 0 else f"[{head}]"

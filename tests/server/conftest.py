@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dropnet.server.predictor import Predictor
 from tests.factories import make_run_dir
+from tests.server.gating import GatedPredictor
 from tests.server.helpers import MODEL
 from dropnet.trainer.config import ModelConfig
 
@@ -34,3 +36,17 @@ def models_dir(tmp_path: Path, tiny_package: Path) -> Path:
 def tiny_predictor(tiny_package: Path) -> Predictor:
     """The tiny package loaded on the CPU: the reference each request is compared with."""
     return Predictor.load(tiny_package, device="cpu")
+
+
+@pytest.fixture
+def gated(monkeypatch: pytest.MonkeyPatch) -> list[GatedPredictor]:
+    """Every Predictor the repository loads from now on, gated (open while loading)."""
+    loaded: list[GatedPredictor] = []
+    real_load = Predictor.load
+
+    def load(*args: Any, **kwargs: Any) -> GatedPredictor:
+        loaded.append(GatedPredictor(real_load(*args, **kwargs)))
+        return loaded[-1]
+
+    monkeypatch.setattr("dropnet.server.repository.Predictor.load", load)
+    return loaded

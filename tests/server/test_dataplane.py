@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
-from dropnet.core.errors import ConfigError, InvalidInputError, NotFoundError, ResourceExhaustedError
+from dropnet.core.errors import ConfigError, InvalidInputError, NotFoundError, UnavailableError
 from dropnet.server import providers
 from dropnet.server.dataplane import DataPlane, InferRequest, InferResult
 from dropnet.server.predictor import Predictor
@@ -176,10 +176,10 @@ def test_stop_drains_queued_requests_then_refuses_new_ones(models_dir: Path) -> 
         await plane.stop()
         results = [task.result() for task in pending]  # stop() returned: every request was answered
         assert [r.outputs["probabilities"].shape for r in results] == [(2, 10)] * 4
-        with pytest.raises(ResourceExhaustedError, match="shutting down"):
+        with pytest.raises(UnavailableError, match="shutting down"):
             await plane.infer(InferRequest(MODEL, None, digits_rows(1, 0)))
         assert requests_counted(plane, MODEL, "mc", "OK") == 4
-        assert requests_counted(plane, MODEL, "deterministic", "RESOURCE_EXHAUSTED") == 1
+        assert requests_counted(plane, MODEL, "deterministic", "UNAVAILABLE") == 1
 
     serve(models_dir, body, max_queue_delay_ms=1000.0)
 

@@ -15,6 +15,8 @@ from dropnet.protos.inference import grpc_service_pb2 as oip
 from dropnet.server import codecs, tensors
 from dropnet.server.dataplane import InferResult, ModelInfo
 from dropnet.server.predictor import Predictor
+from dropnet.server.request import check_request
+from dropnet.server.response_size import estimate_response_bytes, output_bytes
 
 
 X = np.arange(2 * 1 * 8 * 8, dtype=np.float32).reshape(2, 1, 8, 8) / 8
@@ -94,6 +96,17 @@ def _bad_oip_request(case: str) -> oip.ModelInferRequest:
     elif case == "rank 33":
         tensor.shape[:] = [1] * 33
         raw.append(b"\0" * 4)
+    elif case == "zero beside huge dims":
+        tensor.shape[:] = [0, 2**40, 2**40]
+        raw.append(b"")
+    elif case == "misspelt parameter":
+        request.parameters["mc_sample"].int64_param = 50
+    elif case == "shared memory input":
+        tensor.parameters["shared_memory_region"].string_param = "region"
+    elif case == "classification output":
+        request.outputs.add(name="probabilities").parameters["classification"].int64_param = 3
+    elif case == "hint of the wrong type":
+        request.outputs.add(name="probabilities").parameters["binary_data"].string_param = "yes"
     return request
 
 
@@ -113,6 +126,13 @@ BAD_OIP = {
     "string parameter": "'mc_samples' is a string_param; expected int64_param",
     "empty parameter": "parameter 'seed' is set but holds no value; expected int64_param",
     "rank 33": "input 'x' has 33 dimensions; expected at most 32",
+    "zero beside huge dims": "has shape [0, 1099511627776, 1099511627776], whose non-zero dimensions multiply to over",
+    "misspelt parameter": "request has unknown parameter(s) ['mc_sample']; expected some of ['mc_samples', 'seed']",
+    "shared memory input": "input 'x' has unknown parameter(s) ['shared_memory_region']; expected none, or "
+                           "['binary_data_size'] (ignored)",
+    "classification output": "requested output 'probabilities' has unknown parameter(s) ['classification']",
+    "hint of the wrong type": "requested output 'probabilities' parameter 'binary_data' is a string_param; "
+                              "expected bool_param",
 }
 
 
@@ -255,3 +275,22 @@ def test_model_descriptions_report_loaded_versions_and_the_effective_sample_limi
     assert codecs.encode_model(model).mc.max_samples == 50
     metadata = codecs.encode_model_metadata(model)
     assert (metadata.name, list(metadata.versions)) == ("served-name", ["3", "7"])
+
+
+@pytest.mark.parametrize(
+    ("mode", "samples", "outputs"),
+    [("deterministic", None, None), ("mc", 7, None), ("mc", 30, ("samples", "predicted_class")), ("mc", 1, ("std",))],
+)
+def test_the_response_size_estimate_bounds_every_encoding_closely(
+    tiny_predictor: Predictor, mode: str, samples: int | None, outputs: tuple[str, ...] | None
+) -> None:
+    checked = check_request(tiny_predictor, X, mode, samples, 3 if mode == "mc" else None, outputs)
+    result = InferResult("served-name", "12", tiny_predictor.run(checked), checked.seed)
+    request_id = "request-7"
+    sizes = [codecs.encode_predict_response(result).ByteSize()] + [
+        codecs.encode_infer_response(result, oip.ModelInferRequest(id=request_id, raw_input_contents=raw)).ByteSize()
+        for raw in ([], [b"x"])  # typed contents, raw contents
+    ]
+    echoed = len("served-name") + len("12") + len(request_id)
+    estimate = estimate_response_bytes(output_bytes(tiny_predictor.manifest, checked), echoed)
+    assert max(sizes) <= estimate <= max(sizes) * 1.05 + 1024, (sizes, estimate)

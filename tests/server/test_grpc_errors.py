@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,14 +12,14 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from dropnet.core.errors import ModelPackageError
+from dropnet.core.errors import QUOTE_LIMIT, InvalidInputError, ModelPackageError, quoted, quoted_list
 from dropnet.protos.dropnet.v1 import predictor_pb2 as v1
 from dropnet.protos.dropnet.v1 import predictor_pb2_grpc as v1_grpc
 from dropnet.protos.inference import grpc_service_pb2 as oip
 from dropnet.protos.inference import grpc_service_pb2_grpc as oip_grpc
-from dropnet.server.grpc_errors import INTERNAL_MESSAGE
-from dropnet.server.predictor import Predictor
+from dropnet.server.grpc_errors import CUT, INTERNAL_MESSAGE, MAX_STATUS_MESSAGE_BYTES, bounded, status_of
 from tests.server.grpc_harness import ServerThread, grpc_settings, models_dir_with, wait_until
+from tests.server.gating import GatedPredictor, queue_depth, raw_infer_request
 from tests.server.helpers import MODEL, digits_rows
 
 MAX_ROWS = 8
@@ -49,12 +48,6 @@ def channel(server: ServerThread) -> Iterator[grpc.Channel]:
         yield opened
 
 
-def _raw_request(x: np.ndarray, datatype: str = "FP32", model: str = MODEL, **fields: Any) -> oip.ModelInferRequest:
-    request = oip.ModelInferRequest(model_name=model, raw_input_contents=[x.tobytes()], **fields)
-    request.inputs.add(name="x", datatype=datatype, shape=x.shape)
-    return request
-
-
 def _mc(request: oip.ModelInferRequest, samples: int) -> oip.ModelInferRequest:
     request.parameters["mc_samples"].int64_param = samples
     return request
@@ -68,24 +61,24 @@ def _code_and_details(call, request) -> tuple[grpc.StatusCode, str]:
 
 ROWS = digits_rows(2, seed=0)
 OIP_CASES = {
-    "wrong shape": (_raw_request(digits_rows(2, 0)[:, :, :7, :7].copy()), INVALID, "expected (batch, 1, 8, 8)"),
-    "wrong dtype": (_raw_request(ROWS, datatype="BYTES"), INVALID, "datatype 'BYTES'; expected one of"),
-    "wrong byte length": (_raw_request(ROWS, datatype="FP64"), INVALID, "has 512 bytes of data; expected 1024"),
-    "non-finite values": (_raw_request(np.where(ROWS > 8, np.nan, ROWS).astype(np.float32)), INVALID, "non-finite"),
-    "empty input": (_raw_request(np.zeros((0, 1, 8, 8), np.float32)), INVALID, "empty batch"),
-    "unknown model": (_raw_request(ROWS, model="nope"), NOT_FOUND, "model 'nope' is not loaded"),
-    "unknown version": (_raw_request(ROWS, model_version="9"), NOT_FOUND, "no loaded version '9'"),
+    "wrong shape": (raw_infer_request(digits_rows(2, 0)[:, :, :7, :7].copy()), INVALID, "expected (batch, 1, 8, 8)"),
+    "wrong dtype": (raw_infer_request(ROWS, datatype="BYTES"), INVALID, "datatype 'BYTES'; expected one of"),
+    "wrong byte length": (raw_infer_request(ROWS, datatype="FP64"), INVALID, "has 512 bytes of data; expected 1024"),
+    "non-finite values": (raw_infer_request(np.where(ROWS > 8, np.nan, ROWS).astype(np.float32)), INVALID, "non-finite"),
+    "empty input": (raw_infer_request(np.zeros((0, 1, 8, 8), np.float32)), INVALID, "empty batch"),
+    "unknown model": (raw_infer_request(ROWS, model="nope"), NOT_FOUND, "model 'nope' is not loaded"),
+    "unknown version": (raw_infer_request(ROWS, model_version="9"), NOT_FOUND, "no loaded version '9'"),
     "unknown output": (
-        _raw_request(ROWS, outputs=[oip.ModelInferRequest.InferRequestedOutputTensor(name="entropy")]),
+        raw_infer_request(ROWS, outputs=[oip.ModelInferRequest.InferRequestedOutputTensor(name="entropy")]),
         INVALID, "unknown output(s) ['entropy']",
     ),
     "MC output in deterministic mode": (
-        _raw_request(ROWS, outputs=[oip.ModelInferRequest.InferRequestedOutputTensor(name="std")]),
+        raw_infer_request(ROWS, outputs=[oip.ModelInferRequest.InferRequestedOutputTensor(name="std")]),
         INVALID, "unknown output(s) ['std'] for mode 'deterministic'",
     ),
-    "mc_samples above the max": (_mc(_raw_request(ROWS), MAX_MC_SAMPLES + 1), INVALID, "in 1..50, got 51"),
-    "mc_samples zero": (_mc(_raw_request(ROWS), 0), INVALID, "in 1..50, got 0"),
-    "too many rows": (_raw_request(digits_rows(MAX_ROWS + 1, 0)), INVALID, f"9 rows; expected at most {MAX_ROWS}"),
+    "mc_samples above the max": (_mc(raw_infer_request(ROWS), MAX_MC_SAMPLES + 1), INVALID, "in 1..50, got 51"),
+    "mc_samples zero": (_mc(raw_infer_request(ROWS), 0), INVALID, "in 1..50, got 0"),
+    "too many rows": (raw_infer_request(digits_rows(MAX_ROWS + 1, 0)), INVALID, f"9 rows; expected at most {MAX_ROWS}"),
 }
 
 
@@ -132,7 +125,7 @@ def test_requests_refused_for_their_encoding_are_counted(server: ServerThread, c
         return server.server.dataplane.metrics.registry.get_sample_value("dropnet_requests_total", labels) or 0.0
 
     before = {model: refused(model) for model in (MODEL, "_unknown")}
-    _code_and_details(oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer, _raw_request(ROWS, datatype="BYTES"))
+    _code_and_details(oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer, raw_infer_request(ROWS, datatype="BYTES"))
     unknown_model = v1.PredictRequest(model="nope", input=_predict(ROWS, dtype=v1.DATA_TYPE_UNSPECIFIED).input)
     _code_and_details(v1_grpc.PredictorStub(channel).Predict, unknown_model)
     assert {model: refused(model) - count for model, count in before.items()} == {MODEL: 1.0, "_unknown": 1.0}
@@ -146,52 +139,10 @@ def test_model_metadata_of_an_unknown_model_is_not_found(channel: grpc.Channel) 
 
 def test_messages_over_the_size_limit_are_refused(channel: grpc.Channel) -> None:
     big = digits_rows(MAX_MESSAGE_BYTES // 256 + 1, seed=0)  # 256 bytes per row
-    code, _ = _code_and_details(oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer, _raw_request(big))
+    code, _ = _code_and_details(oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer, raw_infer_request(big))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    small = oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer(_raw_request(ROWS), timeout=60)
+    small = oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer(raw_infer_request(ROWS), timeout=60)
     assert small.model_name == MODEL
-
-
-class GatedPredictor:
-    """A real Predictor whose runs wait while the gate is closed, or fail when told to."""
-
-    def __init__(self, predictor: Predictor) -> None:
-        self._predictor = predictor
-        self.gate = threading.Event()
-        self.gate.set()
-        self.entered = threading.Event()
-        self.failure: Exception | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._predictor, name)
-
-    def run_deterministic(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        self._enter()
-        return self._predictor.run_deterministic(x)
-
-    def run_mc(self, *args: Any) -> dict[str, np.ndarray]:
-        self._enter()
-        return self._predictor.run_mc(*args)
-
-    def _enter(self) -> None:
-        self.entered.set()
-        if self.failure is not None:
-            raise self.failure
-        assert self.gate.wait(timeout=60), "the gate was never opened"
-
-
-@pytest.fixture
-def gated(monkeypatch: pytest.MonkeyPatch) -> list[GatedPredictor]:
-    """Every Predictor the repository loads from now on, gated (open while loading)."""
-    loaded: list[GatedPredictor] = []
-    real_load = Predictor.load
-
-    def load(*args: Any, **kwargs: Any) -> GatedPredictor:
-        loaded.append(GatedPredictor(real_load(*args, **kwargs)))
-        return loaded[-1]
-
-    monkeypatch.setattr("dropnet.server.repository.Predictor.load", load)
-    return loaded
 
 
 @pytest.mark.parametrize(
@@ -203,15 +154,11 @@ def test_unexpected_errors_are_internal_with_a_generic_message(
     with ServerThread(grpc_settings(models_dir)) as server, server.channel() as channel:
         gated[0].failure = failure
         with caplog.at_level(logging.ERROR, logger="dropnet.server.grpc_errors"):
-            code, details = _code_and_details(oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer, _raw_request(ROWS))
+            code, details = _code_and_details(oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer, raw_infer_request(ROWS))
             v1_code, v1_details = _code_and_details(v1_grpc.PredictorStub(channel).Predict, _predict(ROWS))
     assert (code, details) == (v1_code, v1_details) == (grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
     logged = [r for r in caplog.records if r.name == "dropnet.server.grpc_errors"]
     assert len(logged) == 2 and all(r.exc_info[1] is failure for r in logged)
-
-
-def _queue_depth(server: ServerThread) -> float:
-    return server.server.dataplane.metrics.registry.get_sample_value("dropnet_queue_depth", {"model": MODEL}) or 0.0
 
 
 def test_a_full_queue_is_resource_exhausted(models_dir: Path, gated: list[GatedPredictor]) -> None:
@@ -222,11 +169,11 @@ def test_a_full_queue_is_resource_exhausted(models_dir: Path, gated: list[GatedP
         predictor.gate.clear()
         try:
             stub = oip_grpc.GRPCInferenceServiceStub(channel)
-            running = stub.ModelInfer.future(_raw_request(ROWS), timeout=60)
+            running = stub.ModelInfer.future(raw_infer_request(ROWS), timeout=60)
             assert predictor.entered.wait(timeout=60)
-            waiting = stub.ModelInfer.future(_raw_request(ROWS), timeout=60)
-            wait_until(lambda: _queue_depth(server) == 1, "the second request waits in the queue")
-            code, details = _code_and_details(stub.ModelInfer, _raw_request(ROWS))
+            waiting = stub.ModelInfer.future(raw_infer_request(ROWS), timeout=60)
+            wait_until(lambda: queue_depth(server) == 1, "the second request waits in the queue")
+            code, details = _code_and_details(stub.ModelInfer, raw_infer_request(ROWS))
         finally:
             predictor.gate.set()
         assert running.result().model_name == waiting.result().model_name == MODEL
@@ -240,10 +187,29 @@ def test_deadlines_are_honoured_and_the_server_stays_healthy(models_dir: Path, g
         stub = oip_grpc.GRPCInferenceServiceStub(channel)
         try:
             with pytest.raises(grpc.RpcError) as caught:
-                stub.ModelInfer(_mc(_raw_request(ROWS), 10), timeout=0.2)
+                stub.ModelInfer(_mc(raw_infer_request(ROWS), 10), timeout=0.2)
         finally:
             predictor.gate.set()
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=60)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
-        assert stub.ModelInfer(_mc(_raw_request(ROWS), 10), timeout=60).model_name == MODEL
+        assert stub.ModelInfer(_mc(raw_infer_request(ROWS), 10), timeout=60).model_name == MODEL
+
+
+def test_quoted_strings_and_lists_stay_short() -> None:
+    assert quoted("nope") == "'nope'" and quoted(7) == "'7'"
+    assert quoted("x" * 20_000) == repr("x" * QUOTE_LIMIT) + "... (20000 characters)"
+    assert quoted_list(["a", "b"]) == "['a', 'b']" and quoted_list([]) == "[]"
+    many = quoted_list(f"name-{i}" for i in range(2_000))
+    assert many == "['name-0', 'name-1', 'name-2', 'name-3', 'name-4', ... 1995 more]"
+    assert len(quoted_list(["y" * 10_000] * 10)) < 6 * (QUOTE_LIMIT + 30)
+
+
+@pytest.mark.parametrize("text", ["a" * 10_000, "%" * 10_000, "é" * 10_000, "\n" * 10_000, "\U0001F600" * 10_000])
+def test_status_messages_fit_the_trailer_whatever_they_hold(text: str) -> None:
+    message = bounded(f"model {text} is not loaded")
+    wire = sum(1 if " " <= c <= "~" and c != "%" else 3 * len(c.encode()) for c in message)
+    assert MAX_STATUS_MESSAGE_BYTES - 12 <= wire <= MAX_STATUS_MESSAGE_BYTES and message.endswith(CUT)
+    assert bounded("short message") == "short message"
+    code, details = status_of(InvalidInputError(f"bad {text}"))
+    assert code == INVALID and details.startswith("bad ") and details.endswith(CUT)

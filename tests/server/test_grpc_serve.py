@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from dropnet.cli import main
-from dropnet.core.errors import ConfigError, ResourceExhaustedError
+from dropnet.core.errors import ConfigError, UnavailableError
 from dropnet.protos.inference import grpc_service_pb2 as oip
 from dropnet.protos.inference import grpc_service_pb2_grpc as oip_grpc
 from dropnet.server import providers
@@ -160,7 +160,7 @@ def test_a_failed_start_stops_the_data_plane(models_dir: Path, monkeypatch: pyte
 
     assert asyncio.run(start_and_fail()) == []  # no reload task left behind
     assert not server.dataplane.live() and server.dataplane.metrics_port is None
-    with pytest.raises(ResourceExhaustedError, match="shutting down"):  # the worker pool is shut down
+    with pytest.raises(UnavailableError, match="shutting down"):  # the worker pool is shut down
         asyncio.run(server.dataplane.infer(InferRequest(MODEL, None, digits_rows(1, 0))))
 
 

@@ -1,0 +1,53 @@
+"""Test doubles for requests held inside the engine: a gated Predictor, and what tests read about queued requests."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from dropnet.protos.inference import grpc_service_pb2 as oip
+from dropnet.server.predictor import Predictor
+from tests.server.grpc_harness import ServerThread
+from tests.server.helpers import MODEL
+
+
+class GatedPredictor:
+    """A real Predictor whose runs wait while the gate is closed, or fail when told to."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self._predictor = predictor
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.failure: Exception | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._predictor, name)
+
+    def run_deterministic(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        self._enter()
+        return self._predictor.run_deterministic(x)
+
+    def run_mc(self, *args: Any) -> dict[str, np.ndarray]:
+        self._enter()
+        return self._predictor.run_mc(*args)
+
+    def _enter(self) -> None:
+        self.entered.set()
+        if self.failure is not None:
+            raise self.failure
+        assert self.gate.wait(timeout=60), "the gate was never opened"
+
+
+def raw_infer_request(x: np.ndarray, datatype: str = "FP32", model: str = MODEL, **fields: Any) -> oip.ModelInferRequest:
+    """A ModelInferRequest of rows ``x`` as raw contents."""
+    request = oip.ModelInferRequest(model_name=model, raw_input_contents=[x.tobytes()], **fields)
+    request.inputs.add(name="x", datatype=datatype, shape=x.shape)
+    return request
+
+
+def queue_depth(server: ServerThread) -> float:
+    """Requests waiting for their batch, from the server's queue-depth metric."""
+    return server.server.dataplane.metrics.registry.get_sample_value("dropnet_queue_depth", {"model": MODEL}) or 0.0
