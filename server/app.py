@@ -3,7 +3,7 @@
     server = GrpcServer(settings)
     port = await server.start()   # loads every model, then binds (port 0: a free one)
     ...
-    await server.stop()           # stop accepting, finish in-flight requests, stop the data plane
+    await server.stop()           # stop accepting, finish in-flight requests (up to the grace), stop the data plane
 
 The standard ``grpc.health.v1.Health`` service reports SERVING (overall and per service) only
 while every configured model is loaded (:meth:`DataPlane.ready`); it is refreshed after start
@@ -25,7 +25,10 @@ from dropnet.protos.dropnet.v1 import predictor_pb2 as v1
 from dropnet.protos.dropnet.v1 import predictor_pb2_grpc as v1_grpc
 from dropnet.protos.inference import grpc_service_pb2 as oip
 from dropnet.protos.inference import grpc_service_pb2_grpc as oip_grpc
-from dropnet.server.dataplane import DataPlane
+from dropnet.server.auth import server_credentials, token_interceptors
+from dropnet.server.dataplane import CUT_MARGIN_S, DataPlane
+from dropnet.server.registration import add_service
+from dropnet.server.security import check_exposure
 from dropnet.server.servicers import InferenceServicer, PredictorServicer
 from dropnet.server.settings import ServerSettings
 
@@ -81,8 +84,14 @@ class GrpcServer:
             self._health_task = asyncio.create_task(self._health_loop(), name="dropnet-health")
         return self.port
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Refuse new requests, give in-flight ones ``grace`` seconds (default: the settings'), stop the data plane."""
+    async def stop(self, grace: float | None = None) -> bool:
+        """Refuse new calls, give in-flight ones ``grace`` seconds (default: the settings'), stop the data plane.
+
+        Inference calls still running at the deadline end UNAVAILABLE (:meth:`DataPlane.stop`), and grpc
+        cancels whatever call remains :data:`CUT_MARGIN_S` later, so the stop takes about ``grace`` +
+        :data:`CUT_MARGIN_S` at most. Returns False if onnxruntime runs were left running in their threads.
+        """
+        grace = self.settings.shutdown_grace_s if grace is None else grace
         if self._health_task is not None:
             self._health_task.cancel()
             try:
@@ -91,28 +100,40 @@ class GrpcServer:
                 pass
             self._health_task = None
         await self._health.enter_graceful_shutdown()
-        if self._server is not None:
-            await self._server.stop(self.settings.shutdown_grace_s if grace is None else grace)
-            self._server = None
-        await self.dataplane.stop()
+        stopping = None if self._server is None else asyncio.ensure_future(self._server.stop(grace + CUT_MARGIN_S))
+        try:
+            return await self.dataplane.stop(grace)
+        finally:
+            if stopping is not None:
+                await stopping
+                self._server = None
 
     def _build(self) -> grpc.aio.Server:
         limit = self.settings.max_message_bytes
-        server = grpc.aio.server(options=[
-            ("grpc.max_send_message_length", limit),
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.so_reuseport", 0),  # a port in use is an error, not silently shared
-        ])
-        v1_grpc.add_PredictorServicer_to_server(PredictorServicer(self.dataplane), server)
-        oip_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.dataplane), server)
+        server = grpc.aio.server(
+            interceptors=token_interceptors(self.settings, open_services=(HEALTH_SERVICE,)),  # reads --token-file
+            options=[
+                ("grpc.max_send_message_length", limit),
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.so_reuseport", 0),  # a port in use is an error, not silently shared
+            ],
+        )
+        add_service(server, PredictorServicer(self.dataplane), v1_grpc.add_PredictorServicer_to_server)
+        add_service(server, InferenceServicer(self.dataplane), oip_grpc.add_GRPCInferenceServiceServicer_to_server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(REFLECTED_SERVICES, server, pool=reflection_pool())
         return server
 
     def _bind(self, server: grpc.aio.Server) -> int:
+        """Bind the port, with TLS when configured; ConfigError for bad TLS files or an unprotected public address."""
         where = address(self.settings.host, self.settings.port)
+        credentials = server_credentials(self.settings)
+        check_exposure(self.settings)
         try:
-            port = server.add_insecure_port(where)
+            if credentials is None:
+                port = server.add_insecure_port(where)
+            else:
+                port = server.add_secure_port(where, credentials)
         except RuntimeError as exc:
             raise ConfigError(f"cannot listen on {where} ({exc}); expected a free port on a local interface") from None
         if port == 0:

@@ -5,17 +5,25 @@
         out["probabilities"], out["mutual_information"], out["seed"]
         out = client.predict("prices", x, mc_samples=100)  # a regression model
         out["mean"], out["std"]  # [rows, targets]; client.get_model("prices").targets names them
+
+    # a server with --tls-cert/--tls-key, --tls-client-ca (mutual TLS) and --token-file
+    from dropnet.server.security import read_token
+    DropnetClient("models.example.com:443", tls_ca="ca.pem", tls_cert="client.pem", tls_key="client.key",
+                  token=read_token("token"))
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 
+from dropnet.core.errors import ConfigError
 from dropnet.protos.dropnet.v1 import predictor_pb2 as v1
 from dropnet.protos.dropnet.v1 import predictor_pb2_grpc as v1_grpc
+from dropnet.server.security import AUTHORIZATION, bearer_value, read_ca_bundle, read_key_pair
 from dropnet.server.tensors import decode_tensor, encode_tensor
 from dropnet.server.validation import check_int, check_seed
 
@@ -34,14 +42,36 @@ class DropnetClient:
     """A channel to a dropnet server and typed calls on it; close it (or use ``with``) when done."""
 
     def __init__(
-        self, target: str, timeout_s: float = 30.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+        self,
+        target: str,
+        timeout_s: float = 30.0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        *,
+        tls: bool = False,
+        tls_ca: str | Path | None = None,
+        tls_cert: str | Path | None = None,
+        tls_key: str | Path | None = None,
+        token: str | None = None,
     ) -> None:
-        """``max_message_bytes`` bounds requests and responses (gRPC's own default is 4 MiB received)."""
-        self._channel = grpc.insecure_channel(target, options=[
+        """``max_message_bytes`` bounds requests and responses (gRPC's own default is 4 MiB received).
+
+        TLS is used when ``tls`` is true or any ``tls_*`` file is given: ``tls_ca`` is the PEM bundle of
+        the CA that signed the server's certificate (None: the system's trusted roots); ``tls_cert`` and
+        ``tls_key`` are this client's certificate and key, for a server that asks for one (mutual TLS).
+        ``token`` is sent with every call as ``authorization: Bearer TOKEN``. A file that cannot be read,
+        or a key that does not match its certificate, is a ConfigError naming it.
+        """
+        options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
-        ])
+        ]
+        if tls or tls_ca is not None or tls_cert is not None or tls_key is not None:
+            credentials = channel_credentials(tls_ca, tls_cert, tls_key)
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
         self._stub = v1_grpc.PredictorStub(self._channel)
+        self._metadata = () if token is None else ((AUTHORIZATION, bearer_value(token)),)
         self.timeout_s = timeout_s
 
     def __enter__(self) -> "DropnetClient":
@@ -77,7 +107,7 @@ class DropnetClient:
         )
         if seed is not None:
             request.seed = seed
-        response = self._stub.Predict(request, timeout=self.timeout_s)
+        response = self._stub.Predict(request, timeout=self.timeout_s, metadata=self._metadata)
         result: dict[str, Any] = {"model": response.model, "version": response.version}
         if response.HasField("seed"):
             result["seed"] = response.seed
@@ -88,8 +118,26 @@ class DropnetClient:
 
     def get_model(self, name: str, version: str | None = None) -> v1.GetModelResponse:
         """The description of one model version (the latest when ``version`` is None): task, classes or targets, ..."""
-        return self._stub.GetModel(v1.GetModelRequest(name=name, version=version or ""), timeout=self.timeout_s)
+        request = v1.GetModelRequest(name=name, version=version or "")
+        return self._stub.GetModel(request, timeout=self.timeout_s, metadata=self._metadata)
 
     def list_models(self) -> list[v1.ModelSummary]:
         """Every model the server knows, with its versions and readiness."""
-        return list(self._stub.ListModels(v1.ListModelsRequest(), timeout=self.timeout_s).models)
+        response = self._stub.ListModels(v1.ListModelsRequest(), timeout=self.timeout_s, metadata=self._metadata)
+        return list(response.models)
+
+
+def channel_credentials(
+    ca: str | Path | None = None, cert: str | Path | None = None, key: str | Path | None = None
+) -> grpc.ChannelCredentials:
+    """TLS credentials of a channel: trusting the CA bundle ``ca`` (None: the system's roots), and presenting
+    the certificate ``cert`` with its key ``key`` when both are given (mutual TLS); ConfigError naming a bad file."""
+    if (cert is None) != (key is None):
+        raise ConfigError(f"tls_cert {cert} and tls_key {key}: a client certificate needs its key; expected both "
+                          f"or neither")
+    root = None if ca is None else read_ca_bundle(Path(ca), "tls_ca")
+    if cert is None or key is None:
+        return grpc.ssl_channel_credentials(root_certificates=root)
+    pair = read_key_pair(Path(cert), Path(key), "tls_cert", "tls_key")
+    return grpc.ssl_channel_credentials(root_certificates=root, private_key=pair.private_key,
+                                        certificate_chain=pair.certificate_chain)

@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from dropnet.core.errors import ConfigError, DropnetError, ModelPackageError, NotFoundError
+from dropnet.core.errors import ConfigError, DropnetError, ModelPackageError, NotFoundError, quoted
 from dropnet.core.manifest import MANIFEST_FILE, ONNX_FILES
 from dropnet.core.outputs import Mode, output_spec
 from dropnet.server.predictor import Predictor
+from dropnet.server.priority import MC_NICE
 from dropnet.server.request import check_request
 from dropnet.server.settings import ServerSettings
 
@@ -79,11 +81,15 @@ def version_key(version: str) -> tuple[int, int, str]:
 
 
 def fingerprint(package_dir: Path) -> Fingerprint:
-    """The (mtime_ns, size, inode) of each file of the package, None where a file is missing."""
+    """The (mtime_ns, size, inode) of each file of the package, None where a file is missing.
+
+    Links are not followed, so a file swapped for a symbolic link (which the package reader refuses)
+    changes the fingerprint even when the link leads to the very same file.
+    """
     stats: list[tuple[int, int, int] | None] = []
     for file_name in (MANIFEST_FILE, *ONNX_FILES):
         try:
-            stat = (package_dir / file_name).stat()
+            stat = (package_dir / file_name).lstat()
         except OSError:
             stats.append(None)
         else:
@@ -92,18 +98,30 @@ def fingerprint(package_dir: Path) -> Fingerprint:
 
 
 def discover(models_dir: Path) -> dict[Path, tuple[PackageDir, Fingerprint]]:
-    """Every package directory under ``models_dir`` with its fingerprint, by path."""
+    """Every package directory under ``models_dir`` with its fingerprint, by path.
+
+    A directory is a package when it holds an entry named ``manifest.json`` of any kind, so that a
+    manifest which is a symbolic link or not a regular file is refused by the loader, by name,
+    rather than skipped in silence. Model and version directories may themselves be symbolic links
+    (a common way to deploy a release); the files inside a package may not (see
+    :func:`dropnet.server.package.read_package`).
+    """
     found: dict[Path, tuple[PackageDir, Fingerprint]] = {}
     for model_dir in sorted(models_dir.iterdir()):
         if model_dir.name.startswith(".") or not model_dir.is_dir():
             continue
-        if (model_dir / MANIFEST_FILE).is_file():
+        if _has_manifest(model_dir):
             found[model_dir] = (PackageDir(model_dir.name, None), fingerprint(model_dir))
             continue
         for version_dir in sorted(model_dir.iterdir()):
-            if not version_dir.name.startswith(".") and (version_dir / MANIFEST_FILE).is_file():
+            if not version_dir.name.startswith(".") and _has_manifest(version_dir):
                 found[version_dir] = (PackageDir(model_dir.name, version_dir.name), fingerprint(version_dir))
     return found
+
+
+def _has_manifest(directory: Path) -> bool:
+    """Whether ``directory`` holds an entry named ``manifest.json`` (a dangling link included)."""
+    return os.path.lexists(directory / MANIFEST_FILE)
 
 
 def verify_inference(predictor: Predictor, where: Path) -> None:
@@ -207,7 +225,8 @@ class ModelRepository:
         settings = self._settings
         try:
             predictor = Predictor.load(
-                path, settings.device, settings.session_threads, settings.max_mc_samples, settings.spin_wait
+                path, settings.device, settings.session_threads, settings.max_mc_samples, settings.spin_wait,
+                settings.mc_chunk_bytes, MC_NICE,
             )
             verify_inference(predictor, path)
             result: LoadedModel | Exception = LoadedModel(package.name, package.version or predictor.version, path, predictor)
@@ -243,15 +262,21 @@ class ModelRepository:
                             self._settings.models_dir, exc, exc_info=not isinstance(exc, OSError))
 
     def get(self, name: str, version: str | None) -> LoadedModel:
-        """The loaded ``version`` of model ``name`` (None or "": the latest), else :class:`NotFoundError`."""
+        """The loaded ``version`` of model ``name`` (None or "": the latest), else :class:`NotFoundError`.
+
+        An unknown model's error names no other model (what is served is ListModels' to tell); an
+        unknown version of a loaded model lists that model's loaded versions, which its metadata shows too.
+        """
         versions = self._models.get(name)
         if versions is None:
-            raise NotFoundError(f"model {name!r} is not loaded; loaded models: {sorted(self._models)}")
+            raise NotFoundError(
+                f"model {quoted(name)} is not loaded; expected the name of a served model (ListModels lists them)"
+            )
         if not version:
             return versions[max(versions, key=version_key)]
         if version not in versions:
             loaded = sorted(versions, key=version_key)
-            raise NotFoundError(f"model {name!r} has no loaded version {version!r}; loaded versions: {loaded}")
+            raise NotFoundError(f"model {quoted(name)} has no loaded version {quoted(version)}; loaded versions: {loaded}")
         return versions[version]
 
     def has_model(self, name: str) -> bool:

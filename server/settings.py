@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from dropnet.core.devices import Device
 from dropnet.settings_base import Settings
@@ -35,11 +35,11 @@ class ServerSettings(Settings):
     device: Device = "auto"
     """Execution provider choice for every model: "auto", "cpu" or "cuda"."""
     intra_op_threads: int | None = Field(None, ge=1)
-    """onnxruntime intra-op threads per session (None: the usable CPU cores divided by inference_workers, at least 1)."""
+    """onnxruntime intra-op threads per session (None: the usable CPU cores divided by inference_workers + mc_workers, at least 1)."""
     spin_wait: bool = False
     """Let onnxruntime's idle threads busy-wait for the next run (lower latency on dedicated cores; off, they leave the CPU to the event loop)."""
     inference_workers: int = Field(1, ge=1)
-    """Worker threads that run onnxruntime off the event loop."""
+    """Worker threads that run deterministic batches off the event loop (MC batches have their own, --mc-workers)."""
     batching: bool = True
     """Coalesce concurrent requests for the same model, version and mode into one run."""
     max_batch_size: int = Field(64, ge=1)
@@ -57,15 +57,46 @@ class ServerSettings(Settings):
     reload_interval_s: float = Field(2.0, ge=0)
     """How often the models directory is rescanned for new or changed packages (0 disables hot reload)."""
     shutdown_grace_s: float = Field(10.0, ge=0)
-    """On SIGTERM/SIGINT, how long in-flight requests may take to finish."""
+    """On SIGTERM/SIGINT, how long in-flight requests may take to finish; those still running then are cancelled (UNAVAILABLE)."""
+    max_request_cost_bytes: int = Field(2 * 1024**3, ge=1)
+    """Most one request may cost: rows × max(T, 1) × the model's activation bytes per row and sample (from its manifest)."""
+    mc_chunk_bytes: int = Field(256 * 1024**2, ge=1)
+    """Peak activation memory of one MC run: T is split into chunks of samples so that rows × chunk × bytes per sample stays under it."""
+    mc_workers: int = Field(1, ge=1)
+    """Worker threads that run MC batches, apart from the --inference-workers that run deterministic ones and at a lower CPU priority (Linux), so a long MC request never holds up a deterministic one."""
+    tls_cert: Path | None = Field(None, strict=False)
+    """PEM certificate chain of the server; with --tls-key, the gRPC port speaks TLS only."""
+    tls_key: Path | None = Field(None, strict=False)
+    """PEM private key of --tls-cert."""
+    tls_client_ca: Path | None = Field(None, strict=False)
+    """PEM CA bundle; when given, clients must present a certificate it signed (mutual TLS). Needs --tls-cert."""
+    token_file: Path | None = Field(None, strict=False)
+    """File holding the bearer token every call must carry (metadata "authorization: Bearer TOKEN"); health checks need none."""
+    insecure: bool = False
+    """Allow binding a non-loopback address without TLS and without a token (logged as a warning)."""
+    expose_provenance: bool = False
+    """Show clients the package's provenance (training command line, absolute paths) in GetModel and metadata."""
 
     @property
     def session_threads(self) -> int:
-        """Intra-op threads of each onnxruntime session: ``intra_op_threads``, or the usable CPU cores
-        divided among the ``inference_workers`` (at least 1), so that concurrent runs do not oversubscribe them."""
+        """Intra-op threads of each onnxruntime session: ``intra_op_threads``, or the usable CPU cores divided
+        among the worker threads of both modes, ``inference_workers`` + ``mc_workers`` (at least 1), so that
+        deterministic and MC runs at the same time do not oversubscribe them."""
         if self.intra_op_threads is not None:
             return self.intra_op_threads
-        return max(1, _usable_cpus() // self.inference_workers)
+        return max(1, _usable_cpus() // (self.inference_workers + self.mc_workers))
+
+    @model_validator(mode="after")
+    def _tls_files_go_together(self) -> ServerSettings:
+        """A certificate needs its key (and the key its certificate); a client CA needs both (mutual TLS)."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            given, missing = ("--tls-cert", "--tls-key") if self.tls_key is None else ("--tls-key", "--tls-cert")
+            raise ValueError(f"{given} is given without {missing}; expected both: the server's PEM certificate "
+                             f"chain (--tls-cert) and its private key (--tls-key)")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("--tls-client-ca is given without --tls-cert and --tls-key; expected them too: mutual "
+                             "TLS verifies clients over a TLS connection, which needs the server's certificate and key")
+        return self
 
 
 def _usable_cpus() -> int:

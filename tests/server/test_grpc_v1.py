@@ -14,6 +14,7 @@ from dropnet.protos.dropnet.v1 import predictor_pb2 as v1
 from dropnet.protos.dropnet.v1 import predictor_pb2_grpc as v1_grpc
 from dropnet.server.tensors import decode_tensor
 from dropnet.server.predictor import Predictor
+from dropnet.server.security import public_manifest
 from tests.server.grpc_harness import ServerThread, grpc_settings, models_dir_with
 from tests.server.helpers import MODEL, digits_rows
 
@@ -95,7 +96,7 @@ def test_list_models(stub: v1_grpc.PredictorStub) -> None:
 
 
 def test_get_model_describes_the_manifest(stub: v1_grpc.PredictorStub, tiny_predictor: Predictor) -> None:
-    manifest = tiny_predictor.manifest.to_dict()
+    manifest = public_manifest(tiny_predictor.manifest).to_dict()
     model = stub.GetModel(v1.GetModelRequest(name=MODEL), timeout=60)
     assert json.loads(model.manifest_json) == manifest
     assert (model.name, model.version) == (MODEL, "1")

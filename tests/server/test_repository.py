@@ -64,7 +64,7 @@ def test_unversioned_layout_takes_version_from_manifest(tmp_path: Path, tiny_pac
 def test_unknown_model_or_version_is_not_found(models_dir: Path) -> None:
     repository = ModelRepository(make_settings(models_dir))
     start(repository)
-    with pytest.raises(NotFoundError, match=r"model 'nope' is not loaded; loaded models: \['tiny'\]"):
+    with pytest.raises(NotFoundError, match=r"model 'nope' is not loaded; expected the name of a served model"):
         repository.get("nope", None)
     with pytest.raises(NotFoundError, match=r"no loaded version '7'; loaded versions: \['1'\]"):
         repository.get(MODEL, "7")
