@@ -50,6 +50,11 @@ class ServerThread:
         self.port = 0
 
     @property
+    def alive(self) -> bool:
+        """Whether the server's thread and event loop still run."""
+        return self._thread.is_alive() and self._loop.is_running()
+
+    @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
