@@ -45,6 +45,9 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT, then drain; the exit code is 0 after a stop, even one that cut requests."""
+    from dropnet.server.memory import return_freed_memory
+
+    return_freed_memory()
     if not asyncio.run(serve(settings_from_args(args))):
         exit_now(0)  # the interpreter would wait for the worker threads still in onnxruntime
     return 0
