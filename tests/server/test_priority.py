@@ -40,7 +40,8 @@ def test_the_mc_session_pool_threads_inherit_the_lower_priority(tiny_package: Pa
     predictor = Predictor.load(tiny_package, device="cpu", intra_op_threads=3, spin_wait=False, mc_nice=5)
     new_threads = {tid: nice for tid, nice in _thread_nice().items() if tid not in before}
     # each session's intra-op pool has threads - 1 threads (the caller is the other): 2 lowered (MC), 2 at the
-    # process's nice (deterministic; other threads the process starts meanwhile would be at its nice too)
+    # process's nice (deterministic). More may show: other threads the process starts meanwhile, and the
+    # short-lived lowered thread that created the MC session, which can linger in /proc for a moment after its join
     values = list(new_threads.values())
-    assert values.count(min(19, own + 5)) == 2 and values.count(own) >= 2, new_threads
+    assert values.count(min(19, own + 5)) >= 2 and values.count(own) >= 2, new_threads
     del predictor
