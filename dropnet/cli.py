@@ -22,7 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, bool]] = {
     # name: (module, help, needs the [train] extra)
     "train": ("dropnet.trainer.cli_train", "train a dropout network and write a run directory", True),
     "evaluate": ("dropnet.trainer.cli_evaluate", "test error with weight scaling vs Monte-Carlo model averaging", True),
-    "export": ("dropnet.exporter.cli", "export a run directory to an ONNX model package", True),
+    "export": ("dropnet.exporter.cli", "export a run directory (or your own model) to an ONNX model package, and a Triton repository", True),
     "predict": ("dropnet.server.cli_predict", "predict with a model package in-process, or ask a running server (--server)", False),
     "serve": ("dropnet.server.cli_serve", "serve model packages over gRPC (dropnet.v1 and KServe v2)", False),
     "demo": ("dropnet.demo", "train → export → serve → predict on the bundled digits, end to end", True),

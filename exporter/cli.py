@@ -1,11 +1,13 @@
 """``dropnet export``: a run directory, your own nn.Module, or an ONNX file to a model package.
 
-    dropnet export RUN_DIR --out MODEL_DIR [--name NAME] [--version V] [--force]
+    dropnet export RUN_DIR --out MODEL_DIR [--name NAME] [--version V] [--triton-repo DIR] [--force]
     dropnet export --module PKG.MOD:FACTORY [--weights FILE] --input-shape 3,32,32 [--input-dtype int64]
                    [--value-range LOW,HIGH] (--classes LABELS_FILE | --regression [--targets A,B])
-                   --out MODEL_DIR [--name NAME] [--version V] [--max-samples T] [--force]
+                   --out MODEL_DIR [--name NAME] [--version V] [--max-samples T] [--triton-repo DIR] [--force]
     dropnet export --onnx MODEL.onnx [--value-range LOW,HIGH] (--classes LABELS_FILE | --regression [--targets A,B])
-                   --out MODEL_DIR [--name NAME] [--version V] [--max-samples T] [--force]
+                   --out MODEL_DIR [--name NAME] [--version V] [--max-samples T] [--triton-repo DIR] [--force]
+
+``--triton-repo DIR`` also writes the package as Triton models DIR/NAME and DIR/NAME_mc (exporter/triton.py).
 """
 
 from __future__ import annotations
@@ -35,7 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=None,
                         help="model name (default: the run directory's name, else MODEL_DIR's name)")
     parser.add_argument("--version", default="1", help="model version string (default: 1)")
-    parser.add_argument("--force", action="store_true", help="replace an existing model package at MODEL_DIR")
+    parser.add_argument("--triton-repo", type=Path, metavar="DIR",
+                        help="also write a Triton model repository: DIR/NAME (deterministic, dynamic batching) and "
+                             "DIR/NAME_mc (MC dropout; num_samples, seed and optional first_sample are input "
+                             "tensors), each config.pbtxt + VERSION/model.onnx for the onnxruntime backend "
+                             "(docs/triton.md)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing model package at MODEL_DIR (and existing Triton models in "
+                             "--triton-repo)")
     own = parser.add_argument_group("own models (--module, --onnx)")
     own.add_argument("--weights", type=Path, metavar="FILE",
                      help="--module: a .safetensors file or a torch.save'd state dict (.pt/.pth) to load")
@@ -64,18 +73,28 @@ def run(args: argparse.Namespace) -> int:
         _refuse_unused(args, OWN_FLAGS + MODULE_FLAGS, "RUN_DIR", "--module or --onnx")
     elif args.onnx is not None:
         _refuse_unused(args, MODULE_FLAGS, "--onnx", "--module")
+    name = args.name if args.name is not None else Path(args.run_dir or args.out).resolve().name
+    if args.triton_repo is not None:
+        from dropnet.exporter.triton import check_repository
+
+        check_repository(args.triton_repo, name, args.force)  # before anything is exported
     if args.run_dir is not None:
         from dropnet.exporter.package import export_package
 
-        out = export_package(args.run_dir, args.out, name=args.name, version=args.version, force=args.force)
+        out = export_package(args.run_dir, args.out, name=name, version=args.version, force=args.force)
     else:
-        out = _export_own(args)
+        out = _export_own(args, name)
     print(f"wrote model package {out}")
+    if args.triton_repo is not None:
+        from dropnet.exporter.triton import write_repository
+
+        models = write_repository(out, args.triton_repo, force=args.force)
+        print(f"wrote Triton models {', '.join(str(path) for path in models.values())}")
     return 0
 
 
-def _export_own(args: argparse.Namespace) -> Path:
-    """--module or --onnx, through dropnet.exporter.own.package."""
+def _export_own(args: argparse.Namespace, model_name: str) -> Path:
+    """--module or --onnx, through dropnet.exporter.own.package, as model ``model_name``."""
     from dropnet.core.manifest import MAX_MC_SAMPLES
     from dropnet.exporter.own.package import export_module, export_onnx
     from dropnet.exporter.write import check_destination
@@ -91,7 +110,7 @@ def _export_own(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     check_destination(out, args.force)  # before the factory runs or the file is read
     common = {
-        "name": args.name if args.name is not None else out.resolve().name,
+        "name": model_name,
         "version": args.version,
         "task": "regression" if args.regression else "classification",
         "classes": _read_classes(args.classes) if args.classes is not None else None,

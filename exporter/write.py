@@ -148,7 +148,7 @@ def _write_directory(out_dir: Path, files: dict[str, bytes], force: bool) -> Non
         fsync_tree(staging)
         check_destination(out_dir, force)
         if out_dir.is_dir() and any(out_dir.iterdir()):
-            _swap_in(staging, out_dir)
+            swap_in(staging, out_dir)
         else:
             os.replace(staging, out_dir)  # also replaces an empty directory
         fsync_dir(out_dir.parent)
@@ -157,7 +157,7 @@ def _write_directory(out_dir: Path, files: dict[str, bytes], force: bool) -> Non
         raise
 
 
-def _swap_in(staging: Path, out_dir: Path) -> None:
+def swap_in(staging: Path, out_dir: Path) -> None:
     """Replace the existing package ``out_dir`` by ``staging``: the old one is moved aside, then deleted."""
     retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
     os.replace(out_dir, retired)
