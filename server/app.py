@@ -1,7 +1,10 @@
-"""The gRPC server: both inference services, health checking and reflection on one port.
+"""The gRPC server: both inference services, health checking and reflection on one port; and, with
+``--http-port``, the KServe v2 REST API (:mod:`dropnet.server.rest`) on a second port, served by the
+same process, event loop and data plane.
 
     server = GrpcServer(settings)
-    port = await server.start()   # loads every model, then binds (port 0: a free one)
+    port = await server.start()   # loads every model, then binds (port 0: a free one); REST too when asked
+    server.http_port              # the bound REST port (None: REST off)
     ...
     await server.stop()           # stop accepting, finish in-flight requests (up to the grace), stop the data plane
 
@@ -13,6 +16,7 @@ and every reload interval, and turns NOT_SERVING as soon as a graceful stop begi
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import grpc
 from google.protobuf import descriptor_pool
@@ -28,6 +32,7 @@ from dropnet.protos.inference import grpc_service_pb2_grpc as oip_grpc
 from dropnet.server.auth import server_credentials, token_interceptors
 from dropnet.server.dataplane import CUT_MARGIN_S, DataPlane
 from dropnet.server.registration import add_service
+from dropnet.server.rest import RestServer
 from dropnet.server.security import check_exposure
 from dropnet.server.servicers import InferenceServicer, PredictorServicer
 from dropnet.server.settings import ServerSettings
@@ -39,6 +44,8 @@ HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 HEALTH_NAMES = ("", PREDICTOR_SERVICE, INFERENCE_SERVICE)
 """Names the health service answers for: the whole server ("") and each inference service."""
 REFLECTED_SERVICES = (PREDICTOR_SERVICE, INFERENCE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME)
+
+log = logging.getLogger(__name__)
 
 
 def address(host: str, port: int) -> str:
@@ -62,7 +69,10 @@ class GrpcServer:
         self.dataplane = DataPlane(settings)
         self.port: int | None = None
         """The bound port once started."""
+        self.http_port: int | None = None
+        """The bound REST port once started (None: REST off)."""
         self._server: grpc.aio.Server | None = None
+        self._rest: RestServer | None = None
         self._health = health_aio.HealthServicer()
         self._health_task: asyncio.Task[None] | None = None
 
@@ -74,6 +84,8 @@ class GrpcServer:
             self._server = self._build()
             self.port = self._bind(self._server)  # last before start: grpc holds a bound port until started
             await self._server.start()
+            if self.settings.http_port is not None:
+                await self._start_rest()
         except BaseException:  # e.g. the port is taken: leave no reload task, worker pool or metrics thread behind
             if self._server is not None:
                 await self._server.stop(0)
@@ -100,13 +112,23 @@ class GrpcServer:
                 pass
             self._health_task = None
         await self._health.enter_graceful_shutdown()
-        stopping = None if self._server is None else asyncio.ensure_future(self._server.stop(grace + CUT_MARGIN_S))
+        stopping = [] if self._server is None else [asyncio.ensure_future(self._server.stop(grace + CUT_MARGIN_S))]
+        if self._rest is not None:
+            stopping.append(asyncio.ensure_future(self._rest.stop()))
         try:
             return await self.dataplane.stop(grace)
         finally:
-            if stopping is not None:
-                await stopping
-                self._server = None
+            if stopping:
+                await asyncio.gather(*stopping)
+            self._server = self._rest = None
+            self.http_port = None
+
+    async def _start_rest(self) -> None:
+        """Serve REST on ``settings.http_port`` and log where (``REST on http[s]://HOST:PORT``)."""
+        self._rest = RestServer(self.settings, self.dataplane)
+        self.http_port = await self._rest.start()
+        scheme = "https" if self._rest.tls else "http"
+        log.info("REST on %s://%s", scheme, address(self.settings.host, self.http_port))
 
     def _build(self) -> grpc.aio.Server:
         limit = self.settings.max_message_bytes

@@ -10,21 +10,16 @@ the client sent.
 
 from __future__ import annotations
 
-import hmac
 import logging
-from collections.abc import Awaitable, Callable, Collection, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection
 
 import grpc
 
-from dropnet.server.security import AUTHORIZATION, BEARER, read_server_tls, read_token
+from dropnet.server.security import AUTHORIZATION, read_server_tls, read_token, token_refusal
 from dropnet.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
-MISSING_TOKEN = f"this server needs a bearer token; expected metadata '{AUTHORIZATION}: {BEARER} <token>'"
-WRONG_TOKEN = (f"the bearer token is not valid; expected metadata '{AUTHORIZATION}: {BEARER} <token>' "
-               f"with the server's token")
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 
@@ -66,7 +61,7 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
     """Lets a call through when it carries the bearer token (compared in constant time) or calls an open service."""
 
     def __init__(self, token: str, open_services: Collection[str]) -> None:
-        self._token = token.encode("ascii")
+        self._token = token
         self._open_services = frozenset(open_services)
 
     async def intercept_service(
@@ -76,24 +71,12 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or _service(method) in self._open_services:
             return handler
-        refusal = self._refusal(handler_call_details.invocation_metadata or ())
+        metadata = handler_call_details.invocation_metadata or ()
+        values = [value for key, value in metadata if key == AUTHORIZATION and isinstance(value, str)]
+        refusal = token_refusal(values, self._token)
         if refusal is None:
             return handler
         return _refusing(handler, method, refusal)
-
-    def _refusal(self, metadata: Sequence[tuple[str, Any]]) -> str | None:
-        """Why a call with ``metadata`` is refused, or None when one of its authorization values holds the token."""
-        values = [value for key, value in metadata if key == AUTHORIZATION and isinstance(value, str)]
-        if not values:
-            return MISSING_TOKEN
-        matches = [hmac.compare_digest(_bearer_token(value), self._token) for value in values]
-        return None if any(matches) else WRONG_TOKEN
-
-
-def _bearer_token(value: str) -> bytes:
-    """The token of an ``authorization`` value ``Bearer TOKEN`` (scheme case-insensitive); b"" for any other value."""
-    scheme, _, token = value.partition(" ")
-    return token.strip().encode("utf-8") if scheme.lower() == BEARER.lower() else b""
 
 
 def _service(method: str) -> str:

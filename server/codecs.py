@@ -7,17 +7,10 @@ raises :class:`InvalidInputError` saying what was expected, quoting client strin
 :func:`dropnet.core.errors.quoted`; what the model expects of the values (shape, finiteness, rows,
 samples) is checked by the data plane.
 
-OIP parameters (a compatibility choice, also in docs/interfaces.md): a request may carry
-``mc_samples`` and ``seed`` (int64_param or uint64_param), which select MC mode. Standard clients
-add a few parameters of their own, accepted and ignored: ``priority`` and ``timeout`` (Triton's
-schedule-policy extension, sent by tritonclient's ``infer(priority=, timeout=)``; dropnet serves in
-arrival order and honours the gRPC deadline instead), ``binary_data_output`` (the REST binary-data
-extension, an encoding hint), on the input ``binary_data_size`` (KServe's Python SDK sends it beside
-raw_input_contents) and on a requested output ``binary_data``. Anything else is INVALID_ARGUMENT
-naming the known parameters, so that a typo (``mc_sample``) is not answered deterministically, and
-features dropnet lacks are refused rather than silently skipped: Triton's ``sequence_*`` (stateful
-models), ``shared_memory_*`` (tensors in shared memory) and ``classification`` (top-k labels). A
-known parameter of the wrong type (``mc_samples`` as a string_param) is INVALID_ARGUMENT too.
+OIP parameters: a request may carry ``mc_samples`` and ``seed`` (int64_param or uint64_param),
+which select MC mode; which others are accepted, and why, is the table of
+:mod:`dropnet.server.oip_parameters`, shared with the REST codec. Anything else is
+INVALID_ARGUMENT naming the known parameters.
 """
 
 from __future__ import annotations
@@ -25,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,6 +29,15 @@ from dropnet.core.outputs import Mode, Task
 from dropnet.protos.dropnet.v1 import predictor_pb2 as v1
 from dropnet.protos.inference import grpc_service_pb2 as oip
 from dropnet.server.dataplane import InferRequest, InferResult, ModelInfo
+from dropnet.server.oip_parameters import (
+    INPUT_PARAMETERS,
+    MC_SAMPLES,
+    OUTPUT_PARAMETERS,
+    REQUEST_PARAMETERS,
+    SEED,
+    Parameter,
+    check_parameters,
+)
 from dropnet.server.repository import ModelRef
 from dropnet.server.tensors import (
     check_shape,
@@ -50,8 +51,6 @@ from dropnet.server.tensors import (
 
 SERVER_NAME = "dropnet"
 PLATFORM = "onnxruntime_onnx"
-MC_SAMPLES = "mc_samples"
-SEED = "seed"
 
 DETERMINISTIC, MC = Mode.DETERMINISTIC.value, Mode.MC.value
 
@@ -191,30 +190,6 @@ def oip_datatype(dtype: np.dtype) -> str:
     return _OIP_BY_NUMPY[little_endian(dtype)]
 
 
-@dataclass(frozen=True)
-class Parameter:
-    """An OIP parameter dropnet accepts: the InferParameter fields it may be sent in, and whether it has an effect."""
-
-    kinds: tuple[str, ...]
-    ignored: bool = False
-    """Accepted for compatibility with standard clients, without effect."""
-
-
-_INTEGER, _BOOL = ("int64_param", "uint64_param"), ("bool_param",)
-REQUEST_PARAMETERS: dict[str, Parameter] = {
-    MC_SAMPLES: Parameter(_INTEGER),
-    SEED: Parameter(_INTEGER),
-    "priority": Parameter(_INTEGER, ignored=True),
-    "timeout": Parameter(_INTEGER, ignored=True),
-    "binary_data_output": Parameter(_BOOL, ignored=True),
-}
-"""Parameters of a ModelInferRequest (see the module docstring for why each is here)."""
-INPUT_PARAMETERS: dict[str, Parameter] = {"binary_data_size": Parameter(_INTEGER, ignored=True)}
-"""Parameters of the input tensor."""
-OUTPUT_PARAMETERS: dict[str, Parameter] = {"binary_data": Parameter(_BOOL, ignored=True)}
-"""Parameters of a requested output."""
-
-
 def decode_infer_request(request: oip.ModelInferRequest) -> InferRequest:
     """A ModelInferRequest as the data plane's InferRequest; parameter mc_samples or seed selects MC."""
     _check_parameters("request", request.parameters, REQUEST_PARAMETERS)
@@ -235,22 +210,8 @@ def decode_infer_request(request: oip.ModelInferRequest) -> InferRequest:
 
 
 def _check_parameters(where: str, parameters: Mapping[str, Any], known: Mapping[str, Parameter]) -> None:
-    """InvalidInputError for a parameter not in ``known`` (naming the known ones) or of a kind it may not have."""
-    unknown = sorted(key for key in parameters if key not in known)
-    if unknown:
-        used = [key for key, parameter in known.items() if not parameter.ignored]
-        ignored = [key for key, parameter in known.items() if parameter.ignored]
-        raise InvalidInputError(
-            f"{where} has unknown parameter(s) {quoted_list(unknown)}; expected "
-            + (f"some of {used} (or {ignored}, accepted and ignored)" if used else f"none, or {ignored} (ignored)")
-        )
-    for key, parameter in parameters.items():
-        kind = parameter.WhichOneof("parameter_choice")
-        expected = " or ".join(known[key].kinds)
-        if kind is None:
-            raise InvalidInputError(f"{where} parameter {key!r} is set but holds no value; expected {expected}")
-        if kind not in known[key].kinds:
-            raise InvalidInputError(f"{where} parameter {key!r} is a {kind}; expected {expected}")
+    """:func:`check_parameters` of a protobuf parameter map (each InferParameter's kind is its set field)."""
+    check_parameters(where, {key: value.WhichOneof("parameter_choice") for key, value in parameters.items()}, known)
 
 
 def _decode_input(request: oip.ModelInferRequest) -> np.ndarray:

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 SERVING = re.compile(r"serving on (\S+:\d+)\s*$")
 """The line ``dropnet serve`` logs once every model is loaded and the port is bound; group 1 is host:port."""
+REST = re.compile(r"REST on (https?://\S+:\d+)\s*$")
+"""The line ``dropnet serve --http-port`` logs once the REST port is bound (before SERVING); group 1 is the URL."""
 OUTPUT_TAIL_LINES = 40
 """Lines of the server's output an error quotes when there is no log file to point at."""
 
@@ -115,6 +117,10 @@ class ServeProcess:
     def wait_serving(self, timeout_s: float = 120.0) -> str:
         """Wait until the server is serving (every model loaded); return its ``host:port``."""
         return self.wait_for(SERVING, timeout_s).group(1)
+
+    def wait_rest(self, timeout_s: float = 120.0) -> str:
+        """Wait until the REST API is bound (``--http-port``); return its base URL, ``http[s]://host:port``."""
+        return self.wait_for(REST, timeout_s).group(1)
 
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM (a graceful drain), SIGKILL if it has not exited ``timeout_s`` later; return the exit code."""

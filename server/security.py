@@ -12,10 +12,11 @@
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,9 @@ of the weights, module factory or ONNX file it came from are withheld."""
 CERTIFICATE_MARKER = b"-----BEGIN CERTIFICATE-----"
 PRIVATE_KEY_MARKER = b"PRIVATE KEY-----"
 ENCRYPTED_KEY_MARKERS = (b"ENCRYPTED PRIVATE KEY-----", b"Proc-Type: 4,ENCRYPTED")
+
+MISSING_TOKEN = f"this server needs a bearer token; expected '{AUTHORIZATION}: {BEARER} <token>'"
+WRONG_TOKEN = f"the bearer token is not valid; expected '{AUTHORIZATION}: {BEARER} <token>' with the server's token"
 
 
 @dataclass(frozen=True)
@@ -205,3 +209,20 @@ def _load_certificates(data: bytes, flag: str, path: Path, expected: str) -> Non
 def _no_password() -> bytes:
     """The password callback of ``load_cert_chain``: refuse, so that OpenSSL never prompts on the terminal."""
     raise ConfigError("the private key asks for a password; expected an unencrypted PEM key")
+
+
+def token_refusal(values: Sequence[str], token: str) -> str | None:
+    """Why a call whose ``authorization`` values (gRPC metadata or HTTP headers) are ``values`` is refused, or None
+    when one of them is ``Bearer TOKEN`` with the server's ``token`` (compared in constant time, scheme in any case).
+    The message never quotes what was sent."""
+    if not values:
+        return MISSING_TOKEN
+    expected = token.encode("ascii")
+    matches = [hmac.compare_digest(_bearer_token(value), expected) for value in values]
+    return None if any(matches) else WRONG_TOKEN
+
+
+def _bearer_token(value: str) -> bytes:
+    """The token of an ``authorization`` value ``Bearer TOKEN`` (scheme case-insensitive); b"" for any other value."""
+    scheme, _, token = value.partition(" ")
+    return token.strip().encode("utf-8") if scheme.lower() == BEARER.lower() else b""

@@ -32,6 +32,8 @@ class ServerSettings(Settings):
     """gRPC port; 0 picks a free one (the bound port is logged and returned)."""
     metrics_port: Port | None = None
     """HTTP port for Prometheus metrics; None disables the endpoint, 0 picks a free one."""
+    http_port: Port | None = None
+    """HTTP port of the KServe v2 / Open Inference Protocol REST API, served beside gRPC by the same process; None (default) disables it, 0 picks a free one."""
     device: Device = "auto"
     """Execution provider choice for every model: "auto", "cpu" or "cuda"."""
     intra_op_threads: int | None = Field(None, ge=1)
