@@ -5,7 +5,7 @@
   ``[train]`` extra) nor the trainer or the exporter;
 - the embedded engine (``dropnet.server.predictor`` and everything it imports) reaches no grpc;
 - ``dropnet.trainer`` and everything it imports reaches neither the exporter nor the server;
-- only the ties — the CLI (``dropnet.cli``, ``dropnet.demo``) and the public API (``dropnet/__init__.py``)
+- only the ties — the CLI (``dropnet.cli``, ``dropnet.__main__``, ``dropnet.demo``) and the public API (``dropnet/__init__.py``)
   — join the stages: no other module imports them (or the public API's names), and ``import dropnet``
   itself imports only the standard library;
 - nothing anywhere in the repository imports the folders ``trainer``, ``exporter``, ``server``,
@@ -30,7 +30,7 @@ import dropnet
 from dropnet.extras import TRAIN_MODULES
 from tests.sources import PACKAGE_FOLDERS, REPO, module_name, python_files
 
-TIES = {"dropnet", "dropnet.cli", "dropnet.demo"}
+TIES = {"dropnet", "dropnet.__main__", "dropnet.cli", "dropnet.demo"}
 PUBLIC_API = {f"dropnet.{name}" for name in dropnet.__all__ if name != "__version__"}
 GRPC = {"grpc", "grpc_health", "grpc_reflection", "grpc_tools"}
 ENGINE = "dropnet.server.predictor"
