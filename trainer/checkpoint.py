@@ -1,7 +1,8 @@
 """The ``--resume`` checkpoint: everything needed to continue a run exactly where it stopped.
 
 ``RUN_DIR/checkpoint/`` holds ``epoch-NNNNN.safetensors`` (model state, SGD momentum buffers,
-torch and shuffling RNG states) and ``state.json`` (epochs done, best-so-far, elapsed seconds,
+torch and shuffling RNG states; for a distributed run also the torch RNG state of every other rank,
+under ``rng/rank-R/``) and ``state.json`` (epochs done, best-so-far, elapsed seconds,
 and the name of the tensors file). The tensors file is written first; replacing ``state.json``
 (atomically) is the commit point; older tensors files are deleted afterwards. A run killed at
 any moment therefore resumes from the last completed epoch, and the temporary files it was
@@ -59,11 +60,15 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     shuffle: torch.Generator,
     state: TrainState,
+    *,
+    rank_rng: dict[int, dict[str, torch.Tensor]] | None = None,
 ) -> None:
     """Write the checkpoint of the epoch that just ended (see module docstring for the commit protocol).
 
     ``weights`` is ``dropnet.trainer.rundir.cpu_state_dict(model)``, taken once per epoch by the caller and
-    also written to ``model.safetensors`` when the epoch is the best so far.
+    also written to ``model.safetensors`` when the epoch is the best so far. ``rank_rng`` maps the
+    other ranks of a distributed run to their RNG states (``torch``, and ``cuda`` on a GPU); this
+    process's own are taken here.
     """
     directory = Path(run_dir) / CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
@@ -76,6 +81,8 @@ def save_checkpoint(
     tensors["rng/shuffle"] = shuffle.get_state()
     if next(model.parameters()).is_cuda:
         tensors["rng/cuda"] = torch.cuda.get_rng_state()
+    for rank, states in (rank_rng or {}).items():
+        tensors.update({f"{_rng_prefix(rank)}{key}": value for key, value in states.items()})
     tensors_name = f"epoch-{state.epochs_done:05d}.safetensors"
     try:
         # serialised in memory: safetensors' own save_file would leave a second kind of temporary file
@@ -95,9 +102,13 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, shuffle: torch.Generator
+    run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, shuffle: torch.Generator, *, rank: int = 0
 ) -> TrainState | None:
-    """Restore model, momentum buffers and RNG states in place; None when the run has no checkpoint yet."""
+    """Restore model, momentum buffers and RNG states in place; None when the run has no checkpoint yet.
+
+    ``rank`` picks the torch RNG state a distributed run's rank restores; a rank the checkpoint has
+    none for (the run had fewer ranks) keeps the RNG state it has.
+    """
     directory = Path(run_dir) / CHECKPOINT_DIR
     state_path = directory / STATE_FILE
     if not state_path.is_file():
@@ -120,9 +131,18 @@ def load_checkpoint(
         buffer = tensors.get(f"momentum/{name}")
         if buffer is not None:
             optimizer.state[param]["momentum_buffer"] = buffer.to(device=param.device, dtype=param.dtype)
-    torch.set_rng_state(tensors["rng/torch"])
     shuffle.set_state(tensors["rng/shuffle"])
-    if "rng/cuda" in tensors and next(model.parameters()).is_cuda:
-        torch.cuda.set_rng_state(tensors["rng/cuda"])
+    prefix = _rng_prefix(rank)
+    if f"{prefix}torch" in tensors:
+        torch.set_rng_state(tensors[f"{prefix}torch"])
+        if f"{prefix}cuda" in tensors and next(model.parameters()).is_cuda:
+            torch.cuda.set_rng_state(tensors[f"{prefix}cuda"])
+    else:
+        logger.info("the checkpoint has no RNG state of rank %d; its dropout masks continue from a fresh stream", rank)
     logger.info("resuming after epoch %d (best epoch so far: %s)", state.epochs_done, state.best_epoch)
     return state
+
+
+def _rng_prefix(rank: int) -> str:
+    """Key prefix of a rank's RNG states: rank 0 (and a single process) keeps the plain ``rng/`` keys."""
+    return "rng/" if rank == 0 else f"rng/rank-{rank}/"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from datetime import datetime
 from pathlib import Path
 
@@ -34,12 +35,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train, then print the best epoch, its val/test error and the run directory."""
+    """Train, then print the best epoch, its val/test error and the run directory.
+
+    Under torchrun every rank runs this; rank 0 alone prints, and the other ranks log warnings only
+    (everything with ``-v``).
+    """
+    from dropnet.trainer.distributed import is_main_process
     from dropnet.trainer.loop import train  # imports torch: only when training
 
+    main = is_main_process()
+    if not main and not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger("dropnet").setLevel(logging.WARNING)
     config = requested_config(args)
     run_dir = args.out or Path("runs") / f"{config.preset or 'run'}-{datetime.now():%Y%m%d-%H%M%S}"
     final = train(config, run_dir, resume=args.resume)
+    if not main:
+        return 0
     val = "n/a (no validation split)" if final["val_error"] is None else f"{final['val_error']:.2%}"
     print(
         f"best epoch {final['best_epoch']} of {final['epochs']}: val error {val}, "

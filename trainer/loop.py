@@ -18,13 +18,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from dropnet.core.errors import ConfigError, RunDirError
 from dropnet.core.fileio import atomic_write_json
 from dropnet.trainer.checkpoint import CHECKPOINT_DIR, TrainState, load_checkpoint, save_checkpoint
 from dropnet.trainer.config import TrainConfig
 from dropnet.trainer.data.dataset import check_classes_trainable
-from dropnet.trainer.device import resolve_device
+from dropnet.trainer.distributed import Replicas, training_processes
 from dropnet.trainer.maxnorm import MaxNorm
 from dropnet.trainer.metrics import Progress, append_record, plot_curves, truncate_records
 from dropnet.trainer.models import InputSpec, build_model, weight_layers
@@ -43,6 +44,7 @@ EVAL_CHUNK = 2048
 RESUMABLE_CHANGES = ("optim.epochs", "device")
 """Config fields a resumed run may change: train longer, or continue on another device."""
 _SHUFFLE_STREAM = 1
+_MASK_STREAM = 2
 
 
 def train(config: TrainConfig, run_dir: Path, resume: bool = False, dataset: Dataset | None = None) -> dict[str, Any]:
@@ -53,25 +55,40 @@ def train(config: TrainConfig, run_dir: Path, resume: bool = False, dataset: Dat
     removing the temporary files a killed run left. ``dataset`` defaults to
     ``dropnet.trainer.data.load_dataset(config.data, config.seed)``; one whose training split lacks
     a class is refused (``check_classes_trainable``).
+
+    Under torchrun (``WORLD_SIZE`` set) every rank calls this: the model is wrapped in
+    DistributedDataParallel, each global batch of ``optim.batch_size`` examples is split across the
+    ranks, and rank 0 alone evaluates and writes ``run_dir``; every rank returns the final metrics
+    (see ``docs/distributed.md``).
     """
     config.validate()
-    run_dir = Path(run_dir)
-    if resume:
-        _check_resumable(run_dir, config)
-        remove_interrupted_writes(run_dir)
-    else:
-        _check_new_run_dir(run_dir)
-    device = resolve_device(config.device)
-    if config.bf16 and device.type != "cuda":
-        logger.info("bf16 autocast is ignored on %s", device)
-    if dataset is None:
-        from dropnet.trainer.data import load_dataset
+    with training_processes(config.device) as (replicas, device):
+        return _train(config, Path(run_dir), resume, dataset, replicas, device)
 
-        dataset = load_dataset(config.data, config.seed)
+
+def _train(
+    config: TrainConfig, run_dir: Path, resume: bool, dataset: Dataset | None, replicas: Replicas | None,
+    device: torch.device,
+) -> dict[str, Any]:
+    main = replicas is None or replicas.is_main
+    if main:
+        if resume:
+            _check_resumable(run_dir, config)
+            remove_interrupted_writes(run_dir)
+        else:
+            _check_new_run_dir(run_dir)
+        if config.bf16 and device.type != "cuda":
+            logger.info("bf16 autocast is ignored on %s", device)
+    if replicas is not None:
+        _check_global_batch(config.optim.batch_size, replicas.world_size)
+    if dataset is None:
+        dataset = _load_dataset(config, replicas)
     check_classes_trainable(dataset)
 
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config.model, dataset.spec).to(device)
+    if replicas is not None:  # but each rank its own dropout masks
+        torch.manual_seed(_stream_seed(config.seed, _MASK_STREAM, replicas.rank))
     shuffle = torch.Generator().manual_seed(_stream_seed(config.seed, _SHUFFLE_STREAM))
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.optim.lr, momentum=config.optim.momentum_start,
@@ -79,32 +96,42 @@ def train(config: TrainConfig, run_dir: Path, resume: bool = False, dataset: Dat
     )
     max_norm = MaxNorm(weight_layers(model), config.model.resolved_max_norm())
     metrics_path = run_dir / METRICS_FILE
+    records: list[dict[str, Any]] = []
     if resume:
-        state = load_checkpoint(run_dir, model, optimizer, shuffle) or TrainState()
+        rank = 0 if replicas is None else replicas.rank
+        state = load_checkpoint(run_dir, model, optimizer, shuffle, rank=rank) or TrainState()
         if state.epochs_done > config.optim.epochs:
             raise ConfigError(
                 f"{run_dir} has already trained {state.epochs_done} epochs; --epochs must be at least that, "
                 f"got {config.optim.epochs}"
             )
-        _reopen_config(run_dir, config, dataset.spec)
-        if state.best_epoch == state.epochs_done:
-            # the run may have stopped between the checkpoint commit and the best weights' write
-            save_weights(run_dir / WEIGHTS_FILE, cpu_state_dict(model))
-        records = truncate_records(metrics_path, state.epochs_done)
+        if main:
+            _reopen_config(run_dir, config, dataset.spec)
+            if state.best_epoch == state.epochs_done:
+                # the run may have stopped between the checkpoint commit and the best weights' write
+                save_weights(run_dir / WEIGHTS_FILE, cpu_state_dict(model))
+            records = truncate_records(metrics_path, state.epochs_done)
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_config(run_dir, config, dataset.spec, dataset.describe())
-        state, records = TrainState(), []
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_config(run_dir, config, dataset.spec, dataset.describe())
+        state = TrainState()
+    net: nn.Module = model
+    if replicas is not None:  # broadcasts rank 0's parameters and buffers (already equal: same seed or checkpoint)
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = _place(dataset, device)
     bf16 = config.bf16 and device.type == "cuda"
     batch_size = config.optim.batch_size
-    progress = Progress(config.optim.epochs, math.ceil(_examples_per_epoch(len(train_y), batch_size) / batch_size))
-    logger.info(
-        "training on %s: %d train / %d val / %d test examples, %d parameters, epochs %d..%d",
-        device, len(train_y), len(val_y), len(test_y), sum(p.numel() for p in model.parameters()),
-        state.epochs_done + 1, config.optim.epochs,
-    )
+    world = 1 if replicas is None else replicas.world_size
+    steps = math.ceil(_examples_per_epoch(len(train_y), batch_size, world) / batch_size)
+    progress = Progress(config.optim.epochs, steps) if main else None
+    if main:
+        logger.info(
+            "training on %s: %d train / %d val / %d test examples, %d parameters, epochs %d..%d",
+            device, len(train_y), len(val_y), len(test_y), sum(p.numel() for p in model.parameters()),
+            state.epochs_done + 1, config.optim.epochs,
+        )
 
     for epoch in range(state.epochs_done, config.optim.epochs):
         started = time.perf_counter()
@@ -112,15 +139,22 @@ def train(config: TrainConfig, run_dir: Path, resume: bool = False, dataset: Dat
         for group in optimizer.param_groups:
             group["lr"], group["momentum"] = lr, mom
         loss, train_error = train_epoch(
-            model, optimizer, max_norm, train_x, train_y, batch_size, shuffle, bf16=bf16, progress=progress,
-            epoch=epoch + 1,
+            net, optimizer, max_norm, train_x, train_y, batch_size, shuffle, bf16=bf16, progress=progress,
+            epoch=epoch + 1, replicas=replicas,
         )
-        if not math.isfinite(loss):
+        if not math.isfinite(loss):  # the same all-reduced loss on every rank: all stop
             raise ConfigError(
                 f"training diverged in epoch {epoch + 1}: the mean training loss became {loss}. The learning "
                 f"rate {lr:g} is probably too high; try a lower --lr (e.g. {config.optim.lr / 10:g}). "
                 f"{_best_note(run_dir, state)}"
             )
+        rank_rng: dict[int, dict[str, torch.Tensor]] = {}
+        if replicas is not None:
+            replicas.check_in_sync(model, epoch + 1)
+            rank_rng = _other_ranks_rng(replicas, device)
+        state.epochs_done = epoch + 1
+        if not main:
+            continue
         val_error = error_rate(model, val_x, val_y, bf16) if len(val_y) else None
         record = {
             "epoch": epoch + 1,
@@ -138,12 +172,19 @@ def train(config: TrainConfig, run_dir: Path, resume: bool = False, dataset: Dat
         append_record(metrics_path, record)
         records.append(record)
         progress.epoch_done(record)
-        state.epochs_done, state.seconds = epoch + 1, state.seconds + record["seconds"]
+        state.seconds += record["seconds"]
         weights = cpu_state_dict(model)
-        save_checkpoint(run_dir, model, weights, optimizer, shuffle, state)
+        extra = {"rank_rng": rank_rng} if rank_rng else {}
+        save_checkpoint(run_dir, model, weights, optimizer, shuffle, state, **extra)
         if improved:  # only after the commit: model.safetensors never holds an epoch state.json has not recorded
             save_weights(run_dir / WEIGHTS_FILE, weights)
 
+    final = _finish(run_dir, metrics_path, records, state) if main else None
+    return final if replicas is None else replicas.broadcast_json(final, device)
+
+
+def _finish(run_dir: Path, metrics_path: Path, records: list[dict[str, Any]], state: TrainState) -> dict[str, Any]:
+    """Record the final metrics (those of the best epoch) in config.json, plot the curves, return them."""
     best = next((r for r in records if r["epoch"] == state.best_epoch), None)
     if best is None:
         raise RunDirError(
@@ -180,27 +221,35 @@ def error_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool = 
 def train_epoch(
     model: nn.Module, optimizer: torch.optim.Optimizer, max_norm: MaxNorm, x: torch.Tensor, y: torch.Tensor,
     batch_size: int, shuffle: torch.Generator, *, bf16: bool = False, progress: Progress | None = None,
-    epoch: int = 1,
+    epoch: int = 1, replicas: Replicas | None = None,
 ) -> tuple[float, float]:
     """One pass over the training set in a ``shuffle``-seeded order, max-norm after every step.
 
     Returns (mean batch loss, training error of the dropout forward passes). ``progress``, if
-    given, is redrawn every ``progress.every`` steps as epoch ``epoch``.
+    given, is redrawn every ``progress.every`` steps as epoch ``epoch`` (with ``replicas``: from
+    this rank's share alone). With ``replicas`` (``model`` wrapped in DistributedDataParallel) each
+    rank trains on its share of every global batch of ``batch_size`` examples, its loss weighted so
+    that the averaged gradient is the gradient of the global batch's mean loss; both results are
+    then summed over the ranks, so every rank returns the same figures.
     """
     model.train()
     device = next(model.parameters()).device
     order = torch.randperm(len(y), generator=shuffle).to(x.device)
-    n = _examples_per_epoch(len(y), batch_size)
+    world = 1 if replicas is None else replicas.world_size
+    n = _examples_per_epoch(len(y), batch_size, world)
     loss_sum = torch.zeros((), device=device)
     wrong = torch.zeros((), dtype=torch.int64, device=device)
-    steps = 0
+    steps = seen = 0
     for start in range(0, n, batch_size):
         index = order[start : min(start + batch_size, n)]
-        xb = x.index_select(0, index).to(device, non_blocking=True)
-        yb = y.index_select(0, index).to(device, non_blocking=True)
+        share = index if replicas is None else replicas.shard(index)
+        xb = x.index_select(0, share).to(device, non_blocking=True)
+        yb = y.index_select(0, share).to(device, non_blocking=True)
         with _autocast(device, bf16):
             logits = model(xb)
             loss = F.cross_entropy(logits, yb)
+        if len(share) * world != len(index):  # an uneven split of the global batch
+            loss = loss * (len(share) * world / len(index))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -208,15 +257,53 @@ def train_epoch(
         loss_sum += loss.detach()
         wrong += (logits.detach().argmax(dim=1) != yb).sum()
         steps += 1
+        seen += len(share)
         if progress is not None and progress.every and steps % progress.every == 0:
-            seen = min(start + batch_size, n)
             progress.update(epoch, steps, (loss_sum / steps).item(), wrong.item() / seen)
+    if replicas is not None:
+        loss_sum = replicas.sum(loss_sum) / world
+        wrong = replicas.sum(wrong)
     return (loss_sum / steps).item(), wrong.item() / n
 
 
-def _examples_per_epoch(n: int, batch_size: int) -> int:
-    """Examples an epoch trains on: all but a trailing batch of one, which batch norm cannot train on."""
-    return n - 1 if n % batch_size == 1 and n > 1 else n
+def _examples_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
+    """Examples an epoch trains on: all but a trailing partial batch that would give a rank fewer than 2.
+
+    Batch norm cannot train on one example; a single process drops at most a trailing batch of one.
+    """
+    tail = n % batch_size
+    return n - tail if 0 < tail < 2 * world and n > tail else n
+
+
+def _check_global_batch(batch_size: int, world: int) -> None:
+    if batch_size < 2 * world:
+        raise ConfigError(
+            f"--batch-size {batch_size} is too small for {world} processes: it is the global batch (examples per "
+            f"SGD step over all ranks), split across them, and each rank needs at least 2; expected at least "
+            f"{2 * world}"
+        )
+
+
+def _load_dataset(config: TrainConfig, replicas: Replicas | None) -> Dataset:
+    """The configured dataset; under torchrun local rank 0 of each node loads (and downloads) it first."""
+    from dropnet.trainer.data import load_dataset
+
+    first = replicas is None or replicas.local_rank == 0
+    if not first:
+        replicas.barrier()
+    dataset = load_dataset(config.data, config.seed)
+    if replicas is not None and first:
+        replicas.barrier()
+    return dataset
+
+
+def _other_ranks_rng(replicas: Replicas, device: torch.device) -> dict[int, dict[str, torch.Tensor]]:
+    """The RNG states (torch, and CUDA on a GPU) of ranks 1.., for the checkpoint; a collective on every rank."""
+    states = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    gathered = {key: replicas.gather(value.to(device)) for key, value in states.items()}
+    return {rank: {key: parts[rank].cpu() for key, parts in gathered.items()} for rank in range(1, replicas.world_size)}
 
 
 def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
@@ -247,9 +334,9 @@ def _place(dataset: Dataset, device: torch.device) -> list[tuple[torch.Tensor, t
     return placed
 
 
-def _stream_seed(seed: int, stream: int) -> int:
-    """An independent 63-bit seed for one random stream of a run."""
-    words = np.random.SeedSequence((seed, stream)).generate_state(2, dtype=np.uint32)
+def _stream_seed(seed: int, *stream: int) -> int:
+    """An independent 63-bit seed for one random stream of a run (e.g. one rank's dropout masks)."""
+    words = np.random.SeedSequence((seed, *stream)).generate_state(2, dtype=np.uint32)
     return (int(words[0]) << 31) ^ int(words[1])
 
 
