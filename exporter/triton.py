@@ -52,7 +52,7 @@ from dropnet.core.manifest import (
     Manifest,
 )
 from dropnet.core.outputs import Mode, OutputSpec, output_specs
-from dropnet.exporter.write import swap_in
+from dropnet.exporter.write import check_destination, swap_in
 from dropnet.server.package import read_package
 from dropnet.server.settings import ServerSettings
 
@@ -121,22 +121,12 @@ def check_repository(repo_dir: Path, name: str, force: bool) -> None:
     if repo_dir.exists() and not repo_dir.is_dir():
         raise ModelPackageError(f"--triton-repo {repo_dir} exists and is not a directory; expected a directory")
     for model_name in model_names(name).values():
-        _check_model_dir(repo_dir / model_name, force)
+        check_model_dir(repo_dir / model_name, force)
 
 
-def _check_model_dir(model_dir: Path, force: bool) -> None:
+def check_model_dir(model_dir: Path, force: bool) -> None:
     """Refuse a model directory that is a file, a non-empty non-model, or a model without ``force``."""
-    if model_dir.exists() and not model_dir.is_dir():
-        raise ModelPackageError(f"{model_dir} exists and is not a directory; expected a Triton model directory")
-    if not model_dir.is_dir() or not any(model_dir.iterdir()):
-        return
-    if not (model_dir / CONFIG_FILE).is_file():
-        raise ModelPackageError(
-            f"{model_dir} is a non-empty directory without {CONFIG_FILE}; expected a new or empty directory "
-            "(an existing Triton model can be replaced with --force)"
-        )
-    if not force:
-        raise ModelPackageError(f"{model_dir} already holds a Triton model; pass --force to replace it")
+    check_destination(model_dir, force, CONFIG_FILE, "a Triton model", "a Triton model directory")
 
 
 def tensor_entries(manifest: Manifest, mode: Mode, first_sample: bool) -> tuple[list[TensorEntry], list[TensorEntry]]:
@@ -273,7 +263,7 @@ def _write_model_dir(model_dir: Path, files: dict[str, bytes], force: bool) -> P
         for directory in (staging, *{(staging / relative).parent for relative in files}):
             directory.chmod(0o755)
         fsync_tree(staging)
-        _check_model_dir(model_dir, force)  # again: something may have appeared meanwhile
+        check_model_dir(model_dir, force)  # again: something may have appeared meanwhile
         if model_dir.is_dir() and any(model_dir.iterdir()):
             swap_in(staging, model_dir)
         else:

@@ -49,19 +49,25 @@ def check_identity(name: str, version: str) -> None:
             raise ModelPackageError(f"package {field} must be a non-empty string, got {value!r}")
 
 
-def check_destination(out_dir: Path, force: bool) -> None:
-    """Refuse a destination that is a file, a non-empty non-package, or a package without ``force``."""
+def check_destination(
+    out_dir: Path, force: bool, marker: str = MANIFEST_FILE, holds: str = "a model package", expected: str = ""
+) -> None:
+    """Refuse a destination that is a file, a non-empty directory without ``marker`` (the file that says it holds
+    ``holds``), or one holding it without ``force``. ``expected`` names what the destination should be (default:
+    a new or empty directory)."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise ModelPackageError(f"{out_dir} exists and is not a directory; expected a new or empty directory")
+        raise ModelPackageError(
+            f"{out_dir} exists and is not a directory; expected {expected or 'a new or empty directory'}"
+        )
     if not out_dir.is_dir() or not any(out_dir.iterdir()):
         return
-    if not (out_dir / MANIFEST_FILE).is_file():
+    if not (out_dir / marker).is_file():
         raise ModelPackageError(
-            f"{out_dir} is a non-empty directory without {MANIFEST_FILE}; expected a new or empty directory "
-            "(an existing package can be replaced with --force)"
+            f"{out_dir} is a non-empty directory without {marker}; expected a new or empty directory "
+            f"(an existing {holds.removeprefix('a ')} can be replaced with --force)"
         )
     if not force:
-        raise ModelPackageError(f"{out_dir} already holds a model package; pass --force to replace it")
+        raise ModelPackageError(f"{out_dir} already holds {holds}; pass --force to replace it")
 
 
 def draft_manifest(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import grpc
 import numpy as np
 
 from dropnet.protos.inference import grpc_service_pb2 as oip
+from dropnet.protos.inference import grpc_service_pb2_grpc as oip_grpc
 from dropnet.server.predictor import Predictor
-from tests.server.grpc_harness import ServerThread
+from tests.server.grpc_harness import ServerThread, wait_until
 from tests.server.helpers import MODEL
 
 
@@ -51,3 +53,17 @@ def raw_infer_request(x: np.ndarray, datatype: str = "FP32", model: str = MODEL,
 def queue_depth(server: ServerThread) -> float:
     """Requests waiting for their batch, from the server's queue-depth metric."""
     return server.server.dataplane.metrics.registry.get_sample_value("dropnet_queue_depth", {"model": MODEL}) or 0.0
+
+
+def hold_running_and_queued(
+    server: ServerThread, stub: oip_grpc.GRPCInferenceServiceStub, predictor: GatedPredictor, x: np.ndarray,
+    timeout: float,
+) -> tuple[grpc.Future, grpc.Future]:
+    """With ``predictor``'s gate closed: one ModelInfer of rows ``x`` running inside it and a second one queued."""
+    predictor.entered.clear()
+    predictor.gate.clear()
+    running = stub.ModelInfer.future(raw_infer_request(x), timeout=timeout)
+    assert predictor.entered.wait(timeout=60)
+    queued = stub.ModelInfer.future(raw_infer_request(x), timeout=timeout)
+    wait_until(lambda: queue_depth(server) == 1, "the second request waits in the queue")
+    return running, queued

@@ -18,8 +18,8 @@ from dropnet.protos.dropnet.v1 import predictor_pb2_grpc as v1_grpc
 from dropnet.protos.inference import grpc_service_pb2 as oip
 from dropnet.protos.inference import grpc_service_pb2_grpc as oip_grpc
 from dropnet.server.grpc_errors import CUT, INTERNAL_MESSAGE, MAX_STATUS_MESSAGE_BYTES, bounded, status_of
-from tests.server.grpc_harness import ServerThread, grpc_settings, models_dir_with, wait_until
-from tests.server.gating import GatedPredictor, queue_depth, raw_infer_request
+from tests.server.grpc_harness import ServerThread, grpc_settings, models_dir_with
+from tests.server.gating import GatedPredictor, hold_running_and_queued, raw_infer_request
 from tests.server.helpers import MODEL, digits_rows
 
 MAX_ROWS = 8
@@ -165,14 +165,9 @@ def test_a_full_queue_is_resource_exhausted(models_dir: Path, gated: list[GatedP
     settings = grpc_settings(models_dir, max_queue_size=1, batching=False, inference_workers=1)
     with ServerThread(settings) as server, server.channel() as channel:
         (predictor,) = gated
-        predictor.entered.clear()
-        predictor.gate.clear()
+        stub = oip_grpc.GRPCInferenceServiceStub(channel)
         try:
-            stub = oip_grpc.GRPCInferenceServiceStub(channel)
-            running = stub.ModelInfer.future(raw_infer_request(ROWS), timeout=60)
-            assert predictor.entered.wait(timeout=60)
-            waiting = stub.ModelInfer.future(raw_infer_request(ROWS), timeout=60)
-            wait_until(lambda: queue_depth(server) == 1, "the second request waits in the queue")
+            running, waiting = hold_running_and_queued(server, stub, predictor, ROWS, timeout=60)
             code, details = _code_and_details(stub.ModelInfer, raw_infer_request(ROWS))
         finally:
             predictor.gate.set()

@@ -21,7 +21,7 @@ from dropnet.protos.inference import grpc_service_pb2_grpc as oip_grpc
 from dropnet.server.dataplane import CUT_MARGIN_S, CUT_MESSAGE
 from dropnet.server.process import ServeProcess
 from tests.server.grpc_harness import ServerThread, grpc_settings, models_dir_with, wait_until
-from tests.server.gating import GatedPredictor, queue_depth, raw_infer_request
+from tests.server.gating import GatedPredictor, hold_running_and_queued, raw_infer_request
 from tests.server.test_grpc_errors import ROWS
 from tests.server.test_grpc_serve import _arrived
 from tests.server.helpers import MODEL
@@ -43,14 +43,9 @@ def test_calls_still_running_at_the_deadline_end_unavailable(
     settings = grpc_settings(models_dir, batching=False, inference_workers=1)
     with ServerThread(settings) as server, server.channel() as channel:
         (predictor,) = gated
-        predictor.entered.clear()
-        predictor.gate.clear()
+        stub = oip_grpc.GRPCInferenceServiceStub(channel)
         try:
-            stub = oip_grpc.GRPCInferenceServiceStub(channel)
-            running = stub.ModelInfer.future(raw_infer_request(ROWS), timeout=120)
-            assert predictor.entered.wait(timeout=60)
-            queued = stub.ModelInfer.future(raw_infer_request(ROWS), timeout=120)
-            wait_until(lambda: queue_depth(server) == 1, "the second request waits in the queue")
+            running, queued = hold_running_and_queued(server, stub, predictor, ROWS, timeout=120)
             with caplog.at_level(logging.INFO):
                 finished = server.run(server.server.stop(grace=0.2))
             assert not finished  # stop() returned while the first run is still held in the gate
