@@ -15,6 +15,10 @@ from tests.server.grpc_harness import ServerThread, wait_until
 from tests.server.helpers import MODEL
 
 
+GATE_TIMEOUT_S = 300.0
+"""How long a held run waits for its gate before failing: far beyond any test's hold, even on a loaded CI machine."""
+
+
 class GatedPredictor:
     """A real Predictor whose runs wait while the gate is closed, or fail when told to."""
 
@@ -40,7 +44,7 @@ class GatedPredictor:
         self.entered.set()
         if self.failure is not None:
             raise self.failure
-        assert self.gate.wait(timeout=60), "the gate was never opened"
+        assert self.gate.wait(timeout=GATE_TIMEOUT_S), "the gate was never opened"
 
 
 def raw_infer_request(x: np.ndarray, datatype: str = "FP32", model: str = MODEL, **fields: Any) -> oip.ModelInferRequest:

@@ -57,10 +57,14 @@ def test_calls_still_running_at_the_deadline_end_unavailable(
 
 
 def _refused(server: ServerThread) -> bool:
-    """Whether a new call is refused UNAVAILABLE (one racing the start of the stop may be CANCELLED by grpc)."""
+    """Whether a new call is refused UNAVAILABLE (one racing the start of the stop may be CANCELLED by grpc).
+
+    The probe's deadline is short: on a loaded machine a connection made while the server stops can hang
+    instead of being refused, and the probe must then try again rather than outlast the held run's gate.
+    """
     with server.channel() as channel:
         try:
-            oip_grpc.GRPCInferenceServiceStub(channel).ServerLive(oip.ServerLiveRequest(), timeout=60)
+            oip_grpc.GRPCInferenceServiceStub(channel).ServerLive(oip.ServerLiveRequest(), timeout=2)
         except grpc.RpcError as error:
             return error.code() == UNAVAILABLE
     return False
