@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.machine import cpu_model  # noqa: E402  (after the path is set)
+from dropnet.trainer.device import resolve_device  # noqa: E402
 
 
 def train_preset(name: str, runs_dir: Path, data_dir: str, epochs: int | None) -> dict:
@@ -43,6 +48,9 @@ def train_preset(name: str, runs_dir: Path, data_dir: str, epochs: int | None) -
         "training_seconds": config["final_metrics"]["seconds"],
         "wall_seconds": wall,
         "run_dir": str(run_dir),
+        "device": str(resolve_device(config["config"]["device"])),
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores",
+        "versions": config["versions"],
     }
 
 

@@ -48,6 +48,7 @@ sys.path.insert(0, str(REPO))  # the zoo lives in tests.exporter.own
 
 from dropnet.exporter.onnx_graph import OPSET  # noqa: E402
 from dropnet.exporter.own import build_own_graphs  # noqa: E402
+from benchmarks.machine import cpu_model  # noqa: E402
 from tests.exporter.own.zoo import VOCABULARY, ZOO  # noqa: E402
 
 MODELS = ("cnn", "transformer")
@@ -174,10 +175,8 @@ def spread(values: list[float], digits: int = 4) -> dict[str, float]:
 
 
 def machine(load_start: tuple[float, ...], threads: int) -> dict[str, object]:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     return {
-        "cpu": model,
+        "cpu": cpu_model(),
         "logical_cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "threads": threads,

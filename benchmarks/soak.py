@@ -55,6 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # ahead of benchmarks/, whose server.py would shadow the server package
 
 from benchmarks._common import PAPER_NET_DESCRIPTION, paper_package  # noqa: E402
+from benchmarks.machine import cpu_model  # noqa: E402
 from benchmarks.server import serve_flags, server_flags  # noqa: E402
 from dropnet.server.client import DropnetClient  # noqa: E402
 from dropnet.server.predictor import Predictor  # noqa: E402
@@ -370,9 +371,7 @@ def print_report(report: SoakReport, settings: SoakSettings) -> None:
 
 def machine() -> dict[str, Any]:
     """The machine the soak ran on."""
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return {"cpu": model, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
             "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1),
             "versions": {"onnxruntime": ort.__version__, "grpcio": grpc.__version__,
                          "python": platform.python_version()}}
