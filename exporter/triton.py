@@ -32,17 +32,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
 from dropnet.core.errors import ModelPackageError, quoted
-from dropnet.core.fileio import FILE_MODE, fsync_dir, fsync_tree
 from dropnet.core.manifest import (
     FIRST_SAMPLE_INPUT,
     INPUT_NAME,
@@ -52,7 +48,7 @@ from dropnet.core.manifest import (
     Manifest,
 )
 from dropnet.core.outputs import Mode, OutputSpec, output_specs
-from dropnet.exporter.write import check_destination, swap_in
+from dropnet.exporter.write import check_destination, write_directory
 from dropnet.server.package import read_package
 from dropnet.server.settings import ServerSettings
 
@@ -215,7 +211,7 @@ def write_repository(package_dir: str | Path, repo_dir: str | Path, force: bool 
             CONFIG_FILE: config_text(manifest, mode, manifest_sha256, first_sample).encode(),
             f"{version}/{MODEL_FILE}": package.graphs[mode],
         }
-        written[mode] = _write_model_dir(repo_dir / model_name, files, force)
+        written[mode] = write_directory(repo_dir / model_name, files, lambda model_dir: check_model_dir(model_dir, force))
     log.info("wrote Triton models %s to %s", ", ".join(model_names(manifest.name).values()), repo_dir)
     return written
 
@@ -247,29 +243,3 @@ def _quoted(text: str) -> str:
 def _has_first_sample(mc: bytes) -> bool:
     """Whether the serialised mc.onnx lists ``first_sample`` among its inputs (an overridable initializer)."""
     return FIRST_SAMPLE_INPUT in {value.name for value in onnx.load_from_string(mc).graph.input}
-
-
-def _write_model_dir(model_dir: Path, files: dict[str, bytes], force: bool) -> Path:
-    """Write ``files`` (relative paths) into a synced temporary sibling of ``model_dir``, then rename it into place."""
-    model_dir = Path(os.path.abspath(model_dir))
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", suffix=".tmp", dir=model_dir.parent))
-    try:
-        for relative, data in files.items():
-            path = staging / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-            path.chmod(FILE_MODE)
-        for directory in (staging, *{(staging / relative).parent for relative in files}):
-            directory.chmod(0o755)
-        fsync_tree(staging)
-        check_model_dir(model_dir, force)  # again: something may have appeared meanwhile
-        if model_dir.is_dir() and any(model_dir.iterdir()):
-            swap_in(staging, model_dir)
-        else:
-            os.replace(staging, model_dir)
-        fsync_dir(model_dir.parent)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return model_dir

@@ -28,7 +28,7 @@ from onnx import helper
 import dropnet
 from dropnet.core import manifest as contract
 from dropnet.core.errors import ModelPackageError
-from dropnet.core.fileio import fsync_dir, fsync_tree
+from dropnet.core.fileio import FILE_MODE, fsync_dir, fsync_tree
 from dropnet.core.manifest import DETERMINISTIC_FILE, MANIFEST_FILE, MC_FILE, Manifest, onnx_metadata, seal_manifest
 from dropnet.core.outputs import Task
 from dropnet.exporter.graphs import IR_VERSION, OPSET, RNG_SCHEME
@@ -126,7 +126,7 @@ def write_package(
     per_sample = sample_bytes(blobs[MC_FILE], MC_FILE, draft.input)
     manifest = seal_manifest(draft, blobs, int(_props(mc)["rng_max_samples"]), per_sample)
     blobs[MANIFEST_FILE] = (json.dumps(manifest.to_dict(), indent=2) + "\n").encode()
-    _write_directory(out_dir, blobs, force)
+    write_directory(out_dir, blobs, lambda destination: check_destination(destination, force))
     log.debug("wrote %s version %s to %s", manifest.name, manifest.version, out_dir)
     return manifest
 
@@ -135,35 +135,43 @@ def _props(proto: onnx.ModelProto) -> dict[str, str]:
     return {prop.key: prop.value for prop in proto.metadata_props}
 
 
-def _write_directory(out_dir: Path, files: dict[str, bytes], force: bool) -> None:
-    """Write ``files`` into a temporary sibling of ``out_dir``, sync it, then rename it into place.
+def write_directory(out_dir: Path, files: Mapping[str, bytes], check: Callable[[Path], None]) -> Path:
+    """Write ``files`` (paths relative to ``out_dir``) into a temporary sibling of ``out_dir``, sync it, then rename
+    it into place, replacing what ``out_dir`` held; returns the absolute ``out_dir``.
 
-    Durability follows ``dropnet.core.fileio``: the files and the staging directory are synced before
-    the rename, the parent directory after it.
+    ``check(out_dir)`` refuses a destination (e.g. :func:`check_destination`); it runs again just before the
+    rename, since something may have appeared meanwhile. Files get ``FILE_MODE``, directories 0755. Durability
+    follows ``dropnet.core.fileio``: the files and the staging directory are synced before the rename, the parent
+    directory after it. On any failure the staging directory is removed and ``out_dir`` is untouched.
     """
     out_dir = Path(os.path.abspath(out_dir))  # so its parent is a real sibling directory, also for "."
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     except OSError as exc:
-        raise ModelPackageError(f"cannot create the package directory {out_dir}: {exc.strerror or exc}") from None
+        raise ModelPackageError(f"cannot create the directory {out_dir}: {exc.strerror or exc}") from None
     try:
-        for file_name, data in files.items():
-            (staging / file_name).write_bytes(data)
-        staging.chmod(0o755)
+        for relative, data in files.items():
+            path = staging / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            path.chmod(FILE_MODE)
+        for directory in (staging, *{(staging / relative).parent for relative in files}):
+            directory.chmod(0o755)
         fsync_tree(staging)
-        check_destination(out_dir, force)
+        check(out_dir)
         if out_dir.is_dir() and any(out_dir.iterdir()):
-            swap_in(staging, out_dir)
+            _swap_in(staging, out_dir)
         else:
             os.replace(staging, out_dir)  # also replaces an empty directory
         fsync_dir(out_dir.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    return out_dir
 
 
-def swap_in(staging: Path, out_dir: Path) -> None:
+def _swap_in(staging: Path, out_dir: Path) -> None:
     """Replace the existing package ``out_dir`` by ``staging``: the old one is moved aside, then deleted."""
     retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
     os.replace(out_dir, retired)

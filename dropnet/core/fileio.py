@@ -133,9 +133,14 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
+def json_bytes(obj: Any) -> bytes:
+    """``obj`` as the indented JSON text, ending in a newline, that every JSON file dropnet writes holds."""
+    return (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    atomic_write_bytes(path, json_bytes(obj))
 
 
 def read_json(path: Path, error: type[Exception]) -> Any:

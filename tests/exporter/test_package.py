@@ -205,7 +205,7 @@ def test_cli_export_reports_unwritable_and_unreadable_paths_without_a_traceback(
     (tmp_path / "file").write_text("x")
     assert main(["export", str(tiny_run_dir), "--out", str(tmp_path / "file" / "pkg")]) == 2
     err = capsys.readouterr().err
-    assert f"dropnet export: error: cannot create the package directory {tmp_path / 'file' / 'pkg'}: " in err
+    assert f"dropnet export: error: cannot create the directory {tmp_path / 'file' / 'pkg'}: " in err
     assert "Traceback" not in err
     config_path = tiny_run_dir / "config.json"
     real_read_text = Path.read_text
