@@ -51,6 +51,7 @@ def train_preset(name: str, runs_dir: Path, data_dir: str, epochs: int | None) -
         "device": str(resolve_device(config["config"]["device"])),
         "machine": f"{cpu_model()}, {os.cpu_count()} cores",
         "versions": config["versions"],
+        "created": config["created"],
     }
 
 

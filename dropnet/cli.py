@@ -21,6 +21,8 @@ DESCRIPTION = "dropnet: dropout neural networks (Srivastava et al., JMLR 2014) â
 SUBCOMMANDS: dict[str, tuple[str, str, bool]] = {
     # name: (module, help, needs the [train] extra)
     "train": ("dropnet.trainer.cli_train", "train a dropout network and write a run directory", True),
+    "pretrain": ("dropnet.trainer.pretrain.cli_pretrain", "greedy layer-wise pretraining (RBM or denoising autoencoder) of a network's hidden layers", True),
+    "tune": ("dropnet.trainer.tune.cli_tune", "search retain probabilities, max-norm and the schedule on the validation split (Optuna)", True),
     "evaluate": ("dropnet.trainer.cli_evaluate", "test error with weight scaling vs Monte-Carlo model averaging", True),
     "export": ("dropnet.exporter.cli", "export a run directory (or your own model) to an ONNX model package, and a Triton repository", True),
     "predict": ("dropnet.server.cli_predict", "predict with a model package in-process, or ask a running server (--server)", False),

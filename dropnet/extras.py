@@ -11,7 +11,7 @@ import importlib.util
 
 from dropnet.core.errors import DropnetError
 
-TRAIN_MODULES = ("torch", "onnx", "onnxscript", "safetensors", "yaml", "sklearn", "matplotlib")
+TRAIN_MODULES = ("torch", "onnx", "onnxscript", "safetensors", "yaml", "sklearn", "matplotlib", "scipy", "optuna")
 """Import names of the distributions the ``[train]`` extra adds (pyproject.toml), in the order they are reported."""
 
 TRAIN_INSTALL = 'pip install "dropnet[train]"'

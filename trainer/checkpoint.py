@@ -21,6 +21,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -73,30 +74,52 @@ def save_checkpoint(
     directory = Path(run_dir) / CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"model/{k}": v for k, v in weights.items()}
-    for name, param in model.named_parameters():
-        buffer = optimizer.state.get(param, {}).get("momentum_buffer")
-        if buffer is not None:
-            tensors[f"momentum/{name}"] = buffer.detach().to("cpu").contiguous()
+    tensors.update(momentum_tensors(model, optimizer))
     tensors["rng/torch"] = torch.get_rng_state()
     tensors["rng/shuffle"] = shuffle.get_state()
     if next(model.parameters()).is_cuda:
         tensors["rng/cuda"] = torch.cuda.get_rng_state()
     for rank, states in (rank_rng or {}).items():
         tensors.update({f"{_rng_prefix(rank)}{key}": value for key, value in states.items()})
-    tensors_name = f"epoch-{state.epochs_done:05d}.safetensors"
+    commit_checkpoint(
+        directory, tensors, f"epoch-{state.epochs_done:05d}.safetensors",
+        {"format": CHECKPOINT_FORMAT, **asdict(state)}, TENSORS_FILES,
+        f"epoch {state.epochs_done}", f"dropnet train --resume --out {run_dir}",
+    )
+
+
+def momentum_tensors(module: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """The optimiser's momentum buffer of each of ``module``'s parameters, on the CPU, keyed ``momentum/NAME``."""
+    tensors = {}
+    for name, param in module.named_parameters():
+        buffer = optimizer.state.get(param, {}).get("momentum_buffer")
+        if buffer is not None:
+            tensors[f"momentum/{name}"] = buffer.detach().to("cpu").contiguous()
+    return tensors
+
+
+def commit_checkpoint(
+    directory: Path, tensors: dict[str, torch.Tensor], tensors_name: str, state: dict[str, Any], pattern: str,
+    what: str, resume_command: str,
+) -> None:
+    """Write ``tensors`` to ``directory/tensors_name``, then commit it by replacing state.json (``state`` plus
+    ``tensors``: the file's name), then remove the older tensor files matching ``pattern``.
+
+    A write that fails removes this tensors file and leaves the previous checkpoint as it was; the
+    RunDirError names ``what`` was being checkpointed and the ``resume_command`` that continues.
+    """
     try:
         # serialised in memory: safetensors' own save_file would leave a second kind of temporary file
         atomic_write_bytes(directory / tensors_name, save(tensors))
-        atomic_write_json(directory / STATE_FILE, {"format": CHECKPOINT_FORMAT, "tensors": tensors_name, **asdict(state)})
+        atomic_write_json(directory / STATE_FILE, {**state, "tensors": tensors_name})
     except OSError as exc:
-        # not committed: state.json still names the previous epoch's file, never this one
+        # not committed: state.json still names the previous file, never this one
         (directory / tensors_name).unlink(missing_ok=True)
         raise RunDirError(
-            f"cannot write the checkpoint of epoch {state.epochs_done}: {exc.strerror}: {exc.filename}; the "
-            f"previous checkpoint in {directory} is unchanged. Free space or fix the permissions, then continue "
-            f"with: dropnet train --resume --out {run_dir}"
+            f"cannot write the checkpoint of {what}: {exc.strerror}: {exc.filename}; the previous checkpoint in "
+            f"{directory} is unchanged. Free space or fix the permissions, then continue with: {resume_command}"
         ) from exc
-    for old in directory.glob(TENSORS_FILES):
+    for old in directory.glob(pattern):
         if old.name != tensors_name:
             old.unlink(missing_ok=True)
 

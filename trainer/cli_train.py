@@ -9,7 +9,8 @@ from pathlib import Path
 
 from dropnet.core.errors import ConfigError
 from dropnet.settings_flags import add_flags, given_values, merged
-from dropnet.trainer.config import TrainConfig, list_presets, load_preset
+from dropnet.trainer.config import TrainConfig, list_presets, load_training_preset
+from dropnet.trainer.metrics import format_error
 
 RENAMES = {"data.name": "--data"}
 """Flags not spelled like their field."""
@@ -51,10 +52,10 @@ def run(args: argparse.Namespace) -> int:
     final = train(config, run_dir, resume=args.resume)
     if not main:
         return 0
-    val = "n/a (no validation split)" if final["val_error"] is None else f"{final['val_error']:.2%}"
+    val = "n/a (no validation split)" if final["val_error"] is None else format_error(final["val_error"])
     print(
         f"best epoch {final['best_epoch']} of {final['epochs']}: val error {val}, "
-        f"test error {final['test_error']:.2%} ({final['seconds']:.1f}s of training)\nrun dir: {run_dir}"
+        f"test error {format_error(final['test_error'])} ({final['seconds']:.1f}s of training)\nrun dir: {run_dir}"
     )
     return 0
 
@@ -64,7 +65,7 @@ def requested_config(args: argparse.Namespace) -> TrainConfig:
     if args.resume and args.out is None:
         raise ConfigError("--resume needs --out RUN_DIR, the run directory to continue")
     if args.config:
-        base = load_preset(args.config)
+        base = load_training_preset(args.config)
     elif args.resume:
         from dropnet.trainer.rundir import load_config
 

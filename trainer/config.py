@@ -11,7 +11,7 @@ rebuilds its own model.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import Field, model_validator
@@ -20,6 +20,9 @@ from dropnet.core.devices import Device
 from dropnet.core.errors import ConfigError
 from dropnet.core.manifest import DROPOUT_KINDS, DropoutKind
 from dropnet.settings_base import Settings
+
+if TYPE_CHECKING:
+    from dropnet.trainer.pretrain.config import PretrainConfig
 
 Flavour = DropoutKind
 FLAVOURS = DROPOUT_KINDS
@@ -174,10 +177,17 @@ class TrainConfig(Settings):
     """Name of the preset this config started from."""
     target: str | None = None
     """What the preset aims to reproduce (e.g. a row of the paper's Table 2)."""
+    init: str | None = None
+    """Pretraining run directory (dropnet pretrain) whose layers initialise the hidden layers, each weight matrix
+    scaled by 1/p of the dropout on its input (paper flavour); None: random initialisation."""
 
 
-def load_preset(name_or_path: str) -> TrainConfig:
-    """Load a YAML preset by file path or by name from the bundled ``trainer/presets``."""
+def load_preset(name_or_path: str) -> TrainConfig | PretrainConfig:
+    """Load a YAML preset by file path or by name from the bundled ``trainer/presets``.
+
+    A preset with a ``pretrain`` section is a pretraining preset (``dropnet pretrain``) and loads as a
+    :class:`~dropnet.trainer.pretrain.config.PretrainConfig`; any other as a :class:`TrainConfig`.
+    """
     path = Path(name_or_path)
     if not path.exists():
         bundled = PRESET_DIR / f"{name_or_path.removesuffix('.yaml')}.yaml"
@@ -195,9 +205,25 @@ def load_preset(name_or_path: str) -> TrainConfig:
         raise ConfigError(f"{path}: cannot be read as a YAML preset ({reason})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a preset must be a mapping of config sections, got {type(raw).__name__}")
-    config = TrainConfig.from_dict(raw)
+    if "pretrain" in raw:
+        from dropnet.trainer.pretrain.config import PretrainConfig  # imports this module: not at the top
+
+        config: TrainConfig | PretrainConfig = PretrainConfig.from_dict(raw)
+    else:
+        config = TrainConfig.from_dict(raw)
     if config.preset is None:
         config.preset = path.stem
+    return config
+
+
+def load_training_preset(name_or_path: str, command: str = "dropnet train") -> TrainConfig:
+    """:func:`load_preset` for the commands that train (``command``): a pretraining preset is refused."""
+    config = load_preset(name_or_path)
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(
+            f"preset {name_or_path!r} is a pretraining preset (it has a pretrain section): run it with "
+            f"`dropnet pretrain --config {name_or_path}`; {command} needs a training preset, e.g. mnist_cpu_budget"
+        )
     return config
 
 

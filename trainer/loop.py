@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,17 +22,17 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from dropnet.core.errors import ConfigError, RunDirError
-from dropnet.core.fileio import atomic_write_json
 from dropnet.trainer.checkpoint import CHECKPOINT_DIR, TrainState, load_checkpoint, save_checkpoint
 from dropnet.trainer.config import TrainConfig
 from dropnet.trainer.data.dataset import check_classes_trainable
 from dropnet.trainer.distributed import Replicas, training_processes
 from dropnet.trainer.maxnorm import MaxNorm
 from dropnet.trainer.metrics import Progress, append_record, plot_curves, truncate_records
-from dropnet.trainer.models import InputSpec, build_model, weight_layers
+from dropnet.trainer.models import build_model, weight_layers
+from dropnet.trainer.pretrain.init import initialise
 from dropnet.trainer.rundir import (
-    CONFIG_FILE, CURVES_FILE, METRICS_FILE, WEIGHTS_FILE, cpu_state_dict, load_config, read_config,
-    remove_interrupted_writes, save_weights, update_config, write_config,
+    CURVES_FILE, METRICS_FILE, WEIGHTS_FILE, cpu_state_dict, load_config, read_config,
+    remove_interrupted_writes, reopen_config, save_weights, update_config, write_config,
 )
 from dropnet.trainer.schedules import learning_rate, momentum
 
@@ -46,8 +47,18 @@ RESUMABLE_CHANGES = ("optim.epochs", "device")
 _SHUFFLE_STREAM = 1
 _MASK_STREAM = 2
 
+EpochCallback = Callable[[dict[str, Any]], None]
+"""Called with each epoch's record once it is logged and checkpointed; raising stops the run."""
 
-def train(config: TrainConfig, run_dir: Path, resume: bool = False, dataset: Dataset | None = None) -> dict[str, Any]:
+
+class TrainingDiverged(ConfigError):
+    """The mean training loss became infinite or NaN (usually: a learning rate too high)."""
+
+
+def train(
+    config: TrainConfig, run_dir: Path, resume: bool = False, dataset: Dataset | None = None, *,
+    on_epoch: EpochCallback | None = None, evaluate_test: bool = True,
+) -> dict[str, Any]:
     """Train the network ``config`` describes, write ``run_dir``, and return the final metrics.
 
     A new run needs an empty or missing ``run_dir``. With ``resume`` the run continues from its
@@ -60,15 +71,24 @@ def train(config: TrainConfig, run_dir: Path, resume: bool = False, dataset: Dat
     DistributedDataParallel, each global batch of ``optim.batch_size`` examples is split across the
     ranks, and rank 0 alone evaluates and writes ``run_dir``; every rank returns the final metrics
     (see ``docs/distributed.md``).
+
+    ``on_epoch`` (single process only) is called with each epoch's record after the record is
+    appended and the epoch checkpointed. An exception it raises (e.g. ``optuna.TrialPruned``) stops
+    training: the final metrics up to that epoch, with ``stopped_by`` naming the exception, are
+    recorded in ``config.json`` and the curves plotted, then the exception propagates. With
+    ``evaluate_test=False`` the test split is never evaluated: records and final metrics hold
+    ``test_error: None`` (a hyper-parameter search must not look at it).
     """
     config.validate()
     with training_processes(config.device) as (replicas, device):
-        return _train(config, Path(run_dir), resume, dataset, replicas, device)
+        if on_epoch is not None and replicas is not None:
+            raise ConfigError("an on_epoch callback runs in a single process only, not under torchrun")
+        return _train(config, Path(run_dir), resume, dataset, replicas, device, on_epoch, evaluate_test)
 
 
 def _train(
     config: TrainConfig, run_dir: Path, resume: bool, dataset: Dataset | None, replicas: Replicas | None,
-    device: torch.device,
+    device: torch.device, on_epoch: EpochCallback | None = None, evaluate_test: bool = True,
 ) -> dict[str, Any]:
     main = replicas is None or replicas.is_main
     if main:
@@ -76,7 +96,7 @@ def _train(
             _check_resumable(run_dir, config)
             remove_interrupted_writes(run_dir)
         else:
-            _check_new_run_dir(run_dir)
+            check_new_run_dir(run_dir)
         if config.bf16 and device.type != "cuda":
             logger.info("bf16 autocast is ignored on %s", device)
     if replicas is not None:
@@ -87,9 +107,10 @@ def _train(
 
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config.model, dataset.spec).to(device)
+    init = initialise(model, config, run_dir, resume)  # --init: pretrained hidden layers (not over a checkpoint)
     if replicas is not None:  # but each rank its own dropout masks
-        torch.manual_seed(_stream_seed(config.seed, _MASK_STREAM, replicas.rank))
-    shuffle = torch.Generator().manual_seed(_stream_seed(config.seed, _SHUFFLE_STREAM))
+        torch.manual_seed(stream_seed(config.seed, _MASK_STREAM, replicas.rank))
+    shuffle = torch.Generator().manual_seed(stream_seed(config.seed, _SHUFFLE_STREAM))
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.optim.lr, momentum=config.optim.momentum_start,
         weight_decay=config.optim.weight_decay, foreach=True,
@@ -106,7 +127,7 @@ def _train(
                 f"got {config.optim.epochs}"
             )
         if main:
-            _reopen_config(run_dir, config, dataset.spec)
+            reopen_config(run_dir, read_config(run_dir), config.to_dict(), load_config(run_dir)[1], dataset.spec)
             if state.best_epoch == state.epochs_done:
                 # the run may have stopped between the checkpoint commit and the best weights' write
                 save_weights(run_dir / WEIGHTS_FILE, cpu_state_dict(model))
@@ -115,6 +136,8 @@ def _train(
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
             write_config(run_dir, config, dataset.spec, dataset.describe())
+            if init is not None:
+                update_config(run_dir, init=init)
         state = TrainState()
     net: nn.Module = model
     if replicas is not None:  # broadcasts rank 0's parameters and buffers (already equal: same seed or checkpoint)
@@ -143,7 +166,7 @@ def _train(
             epoch=epoch + 1, replicas=replicas,
         )
         if not math.isfinite(loss):  # the same all-reduced loss on every rank: all stop
-            raise ConfigError(
+            raise TrainingDiverged(
                 f"training diverged in epoch {epoch + 1}: the mean training loss became {loss}. The learning "
                 f"rate {lr:g} is probably too high; try a lower --lr (e.g. {config.optim.lr / 10:g}). "
                 f"{_best_note(run_dir, state)}"
@@ -161,7 +184,7 @@ def _train(
             "train_loss": loss,
             "train_error_dropout": train_error,
             "val_error": val_error,
-            "test_error": error_rate(model, test_x, test_y, bf16),
+            "test_error": error_rate(model, test_x, test_y, bf16) if evaluate_test else None,
             "lr": lr,
             "momentum": mom,
             "seconds": time.perf_counter() - started,
@@ -178,13 +201,24 @@ def _train(
         save_checkpoint(run_dir, model, weights, optimizer, shuffle, state, **extra)
         if improved:  # only after the commit: model.safetensors never holds an epoch state.json has not recorded
             save_weights(run_dir / WEIGHTS_FILE, weights)
+        if on_epoch is not None:
+            try:
+                on_epoch(record)
+            except Exception as exc:
+                _finish(run_dir, metrics_path, records, state, stopped_by=f"{type(exc).__name__}: {exc}")
+                raise
 
     final = _finish(run_dir, metrics_path, records, state) if main else None
     return final if replicas is None else replicas.broadcast_json(final, device)
 
 
-def _finish(run_dir: Path, metrics_path: Path, records: list[dict[str, Any]], state: TrainState) -> dict[str, Any]:
-    """Record the final metrics (those of the best epoch) in config.json, plot the curves, return them."""
+def _finish(
+    run_dir: Path, metrics_path: Path, records: list[dict[str, Any]], state: TrainState, stopped_by: str | None = None,
+) -> dict[str, Any]:
+    """Record the final metrics (those of the best epoch) in config.json, plot the curves, return them.
+
+    ``stopped_by`` (what ended the run before its last epoch) is recorded with them when given.
+    """
     best = next((r for r in records if r["epoch"] == state.best_epoch), None)
     if best is None:
         raise RunDirError(
@@ -198,6 +232,8 @@ def _finish(run_dir: Path, metrics_path: Path, records: list[dict[str, Any]], st
         "epochs": state.epochs_done,
         "seconds": state.seconds,
     }
+    if stopped_by is not None:
+        final["stopped_by"] = stopped_by
     update_config(run_dir, final_metrics=final)
     plot_curves(records, run_dir / CURVES_FILE)
     return final
@@ -334,13 +370,14 @@ def _place(dataset: Dataset, device: torch.device) -> list[tuple[torch.Tensor, t
     return placed
 
 
-def _stream_seed(seed: int, *stream: int) -> int:
+def stream_seed(seed: int, *stream: int) -> int:
     """An independent 63-bit seed for one random stream of a run (e.g. one rank's dropout masks)."""
     words = np.random.SeedSequence((seed, *stream)).generate_state(2, dtype=np.uint32)
     return (int(words[0]) << 31) ^ int(words[1])
 
 
-def _check_new_run_dir(run_dir: Path) -> None:
+def check_new_run_dir(run_dir: Path) -> None:
+    """Refuse a run directory that is a file or a non-empty directory (a new run starts in an empty one)."""
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise RunDirError(
             f"run directory {run_dir} already exists and is not empty; pass --resume to continue the run "
@@ -353,7 +390,7 @@ def _check_resumable(run_dir: Path, config: TrainConfig) -> None:
     stored = load_config(run_dir)[0].to_dict()
     differences = [
         f"{key}: the run has {old!r}, requested {new!r}"
-        for key, (old, new) in _diff(stored, config.to_dict()).items()
+        for key, (old, new) in diff_configs(stored, config.to_dict()).items()
         if key not in RESUMABLE_CHANGES
     ]
     if differences:
@@ -365,27 +402,13 @@ def _check_resumable(run_dir: Path, config: TrainConfig) -> None:
         logger.info("%s has no checkpoint yet; training starts from epoch 1", run_dir)
 
 
-def _reopen_config(run_dir: Path, config: TrainConfig, spec: InputSpec) -> None:
-    """Record the resumed run's config and drop its stale final metrics; refuse if the data changed."""
-    _, stored = load_config(run_dir)
-    if stored != spec:
-        raise RunDirError(
-            f"cannot resume {run_dir}: it was trained on inputs {stored}, but the data now gives {spec}; "
-            "resume with the same data or start a new run"
-        )
-    raw = read_config(run_dir)
-    raw.pop("final_metrics", None)
-    raw["config"] = config.to_dict()
-    atomic_write_json(run_dir / CONFIG_FILE, raw)
-
-
-def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> dict[str, tuple[Any, Any]]:
+def diff_configs(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> dict[str, tuple[Any, Any]]:
     """Flattened ``section.field`` keys whose values differ between two config dicts."""
     changed: dict[str, tuple[Any, Any]] = {}
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            changed.update(_diff(a, b, f"{prefix}{key}."))
+            changed.update(diff_configs(a, b, f"{prefix}{key}."))
         elif a != b:
             changed[f"{prefix}{key}"] = (a, b)
     return changed

@@ -2,8 +2,9 @@
 
 A record holds ``epoch`` (1-based), ``train_loss`` (mean over the epoch's batches),
 ``train_error_dropout`` (error of the training-mode forward passes, i.e. with dropout),
-``val_error`` (None when there is no validation split), ``test_error``, ``lr``, ``momentum``
-and ``seconds``. Errors are fractions in [0, 1].
+``val_error`` (None when there is no validation split), ``test_error`` (None when the test split
+was not evaluated, as during a hyper-parameter search), ``lr``, ``momentum`` and ``seconds``.
+Errors are fractions in [0, 1].
 """
 
 from __future__ import annotations
@@ -60,13 +61,17 @@ def truncate_records(path: Path, epochs: int) -> list[dict[str, Any]]:
 
 def format_record(record: dict[str, Any], epochs: int) -> str:
     """One human-readable line for an epoch's record."""
-    val = "n/a" if record["val_error"] is None else f"{record['val_error']:.2%}"
     return (
         f"epoch {record['epoch']}/{epochs}  loss {record['train_loss']:.4f}  "
-        f"train err (dropout) {record['train_error_dropout']:.2%}  val err {val}  "
-        f"test err {record['test_error']:.2%}  lr {record['lr']:.4g}  momentum {record['momentum']:.3f}  "
+        f"train err (dropout) {record['train_error_dropout']:.2%}  val err {format_error(record['val_error'])}  "
+        f"test err {format_error(record['test_error'])}  lr {record['lr']:.4g}  momentum {record['momentum']:.3f}  "
         f"{record['seconds']:.1f}s"
     )
+
+
+def format_error(error: float | None) -> str:
+    """An error rate as a percentage, or "n/a" where it was not measured."""
+    return "n/a" if error is None else f"{error:.2%}"
 
 
 def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
@@ -79,9 +84,9 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
     loss_ax.plot(epochs, [r["train_loss"] for r in records], marker=".")
     loss_ax.set(xlabel="epoch", ylabel="training loss (cross-entropy, with dropout)", title="Training loss")
     err_ax.plot(epochs, [100 * r["train_error_dropout"] for r in records], marker=".", label="train (dropout)")
-    if any(r["val_error"] is not None for r in records):
-        err_ax.plot(epochs, [_percent(r["val_error"]) for r in records], marker=".", label="validation")
-    err_ax.plot(epochs, [100 * r["test_error"] for r in records], marker=".", label="test")
+    for key, label in (("val_error", "validation"), ("test_error", "test")):
+        if any(r[key] is not None for r in records):
+            err_ax.plot(epochs, [_percent(r[key]) for r in records], marker=".", label=label)
     err_ax.set(xlabel="epoch", ylabel="classification error (%)", title="Error")
     err_ax.legend()
     for ax in (loss_ax, err_ax):

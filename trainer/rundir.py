@@ -102,6 +102,21 @@ def update_config(run_dir: Path, **fields: Any) -> None:
     atomic_write_json(Path(run_dir) / CONFIG_FILE, raw)
 
 
+def reopen_config(
+    run_dir: Path, raw: dict[str, Any], config: dict[str, Any], stored: InputSpec, spec: InputSpec,
+    verb: str = "trained",
+) -> None:
+    """Rewrite a resumed run's config.json (read as ``raw``) with its ``config`` and without its stale final
+    metrics; refuse if the data's input spec ``spec`` differs from the ``stored`` one the run was ``verb`` on."""
+    if stored != spec:
+        raise RunDirError(
+            f"cannot resume {run_dir}: it was {verb} on inputs {stored}, but the data now gives {spec}; "
+            "resume with the same data or start a new run"
+        )
+    raw.pop("final_metrics", None)
+    atomic_write_json(Path(run_dir) / CONFIG_FILE, {**raw, "config": config})
+
+
 def read_config(run_dir: Path) -> dict[str, Any]:
     """The parsed ``config.json`` of ``run_dir`` (with ``config`` and ``input`` objects), or a :class:`RunDirError`."""
     path = Path(run_dir) / CONFIG_FILE
