@@ -24,6 +24,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, bool]] = {
     "pretrain": ("dropnet.trainer.pretrain.cli_pretrain", "greedy layer-wise pretraining (RBM or denoising autoencoder) of a network's hidden layers", True),
     "tune": ("dropnet.trainer.tune.cli_tune", "search retain probabilities, max-norm and the schedule on the validation split (Optuna)", True),
     "evaluate": ("dropnet.trainer.cli_evaluate", "test error with weight scaling vs Monte-Carlo model averaging", True),
+    "calibrate": ("dropnet.quality.cli_calibrate", "fit temperature scaling on the validation split and write a calibrated package version", True),
+    "report": ("dropnet.quality.cli_report", "uncertainty report of a package: calibration, OOD detection, risk–coverage", True),
     "export": ("dropnet.exporter.cli", "export a run directory (or your own model) to an ONNX model package, and a Triton repository", True),
     "predict": ("dropnet.server.cli_predict", "predict with a model package in-process, or ask a running server (--server)", False),
     "serve": ("dropnet.server.cli_serve", "serve model packages over gRPC (dropnet.v1 and KServe v2)", False),

@@ -7,7 +7,8 @@ what was expected, so a package that loads never fails later for its manifest.
 
 Formats: ``dropnet-model/2`` is written; ``dropnet-model/1`` (classification packages without
 ``task`` and without per-site dropout details) still loads. ``mc.sample_bytes`` is optional in
-either: packages exported before it was recorded lack it. Standard library only.
+either: packages exported before it was recorded lack it. ``calibration`` (format 2, classification)
+is present only in packages written by ``dropnet calibrate``. Standard library only.
 """
 
 from __future__ import annotations
@@ -148,6 +149,59 @@ class MonteCarlo:
     counted). None in packages exported before it was recorded (the engine then measures it)."""
 
 
+CALIBRATION_METHODS = ("temperature",)
+"""How a calibrated package's graphs were changed: "temperature" divides the logits by τ (dropnet.quality)."""
+
+
+@dataclass(frozen=True)
+class ModeCalibration:
+    """One mode's temperature and its effect on the split it was fitted on."""
+
+    temperature: float
+    """τ > 0 the logits (MC: each sample's logits) are divided by in the graph; > 1 softens, < 1 sharpens."""
+    ece_before: float
+    """Expected calibration error (a fraction) before τ, over ``Calibration.ece_bins`` equal-width bins."""
+    ece_after: float
+    nll_before: float
+    """Mean negative log-likelihood (nats) before τ."""
+    nll_after: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How a package's graphs were calibrated, on what, and the effect (absent in uncalibrated packages).
+
+    Facts only: the command and the data files' paths are provenance, kept in ``source_run`` (which
+    servers hide by default), not here.
+    """
+
+    method: str
+    """One of :data:`CALIBRATION_METHODS`."""
+    deterministic: ModeCalibration
+    mc: ModeCalibration
+    split: str
+    """The split fitted on (e.g. "val")."""
+    examples: int
+    """Rows of that split."""
+    dataset: str
+    """The dataset's name (e.g. "mnist", or a file name)."""
+    data_files: tuple[FileDigest, ...]
+    """Size and SHA-256 of each file the data was read from (empty for bundled data)."""
+    mc_samples: int
+    """T of the MC predictions fitted on."""
+    seed: int
+    """Seed of those MC predictions (row seeds ``row_seeds(seed, examples)``)."""
+    ece_bins: int
+    source_version: str
+    """The version of the uncalibrated package the graphs came from."""
+    source_files: Mapping[str, FileDigest]
+    """Digests of that package's graphs."""
+
+    def of(self, mode: Mode | str) -> ModeCalibration:
+        """The calibration of ``mode``."""
+        return self.deterministic if Mode(mode) is Mode.DETERMINISTIC else self.mc
+
+
 @dataclass(frozen=True)
 class Manifest:
     """A model package's manifest. Build it with :meth:`from_dict` (reading) or :func:`build_manifest` (writing)."""
@@ -177,6 +231,8 @@ class Manifest:
     mc: MonteCarlo
     metrics: Mapping[str, Any]
     """Final metrics of the training run (any JSON values)."""
+    calibration: Calibration | None = None
+    """How the graphs were calibrated (temperature scaling); None for an uncalibrated package."""
 
     @classmethod
     def from_dict(cls, raw: Any, where: str) -> Manifest:
@@ -205,10 +261,12 @@ class Manifest:
             },
             "max_norm": list(self.max_norm),
             "onnx": {"opset": self.onnx.opset, "ir_version": self.onnx.ir_version},
-            "files": {name: {"sha256": d.sha256, "bytes": d.bytes} for name, d in self.files.items()},
+            "files": {name: _digest_dict(digest) for name, digest in self.files.items()},
             "mc": _mc_dict(self.mc),
             "metrics": thawed(self.metrics),
         }
+        if self.calibration is not None:
+            raw["calibration"] = _calibration_dict(self.calibration)
         if self.format == FORMAT_V1:
             del raw["task"], raw["targets"], raw["dropout"]["sites"]
         elif self.task is Task.CLASSIFICATION:
@@ -319,7 +377,7 @@ _V1_KEYS = (
     "format", "name", "version", "created", "dropnet_version", "versions", "source_run", "input",
     "classes", "architecture", "dropout", "max_norm", "onnx", "files", "mc", "metrics",
 )
-_KEYS = {FORMAT_V1: _V1_KEYS, FORMAT: (*_V1_KEYS, "task", "targets")}
+_KEYS = {FORMAT_V1: _V1_KEYS, FORMAT: (*_V1_KEYS, "task", "targets", "calibration")}
 _INPUT_KEYS = ("name", "shape", "dtype", "value_range", "normalisation")
 _SITE_KEYS = ("path", "kind", "retain", "granularity")
 
@@ -355,6 +413,7 @@ def _parse(raw: Any, where: str) -> Manifest:
         files=_files(top.object("files", ONNX_FILES)),
         mc=_mc(top.object("mc", ("max_samples", "rng", "sample_bytes"))),
         metrics=top.mapping("metrics"),
+        calibration=_calibration(top, task) if top.has("calibration") else None,
     )
 
 
@@ -425,16 +484,63 @@ def _onnx(fields: JsonObject) -> OnnxVersions:
 
 
 def _files(fields: JsonObject) -> Mapping[str, FileDigest]:
-    digests = {}
-    for file_name in ONNX_FILES:
-        entry = fields.object(file_name, ("sha256", "bytes"))
-        sha256 = entry.get(
-            "sha256", f"{SHA256_HEX_DIGITS} lowercase hex digits",
-            lambda v: v if isinstance(v, str) and len(v) == SHA256_HEX_DIGITS and set(v) <= set("0123456789abcdef")
-            else None,
-        )
-        digests[file_name] = FileDigest(sha256, entry.integer("bytes", low=0))
-    return MappingProxyType(digests)
+    return MappingProxyType({name: _digest(fields.object(name, ("sha256", "bytes"))) for name in ONNX_FILES})
+
+
+def _digest(entry: JsonObject) -> FileDigest:
+    sha256 = entry.get(
+        "sha256", f"{SHA256_HEX_DIGITS} lowercase hex digits",
+        lambda v: v if isinstance(v, str) and len(v) == SHA256_HEX_DIGITS and set(v) <= set("0123456789abcdef")
+        else None,
+    )
+    return FileDigest(sha256, entry.integer("bytes", low=0))
+
+
+_CALIBRATION_KEYS = (
+    "method", "deterministic", "mc", "split", "examples", "dataset", "data_files", "mc_samples", "seed", "ece_bins",
+    "source",
+)
+_MODE_CALIBRATION_KEYS = ("temperature", "ece_before", "ece_after", "nll_before", "nll_after")
+
+
+def _calibration(top: JsonObject, task: Task) -> Calibration:
+    """The optional ``calibration`` object: classification packages only."""
+    if task is not Task.CLASSIFICATION:
+        top.refuse_present("calibration", "absent for a regression package (temperature scaling is for classifiers)")
+    fields = top.object("calibration", _CALIBRATION_KEYS)
+    files = fields.get("data_files", "a list of {sha256, bytes} objects", lambda v: v if isinstance(v, list) else None)
+    source = fields.object("source", ("version", "files"))
+    return Calibration(
+        method=fields.choice("method", CALIBRATION_METHODS),
+        deterministic=_mode_calibration(fields.object(Mode.DETERMINISTIC.value, _MODE_CALIBRATION_KEYS)),
+        mc=_mode_calibration(fields.object(Mode.MC.value, _MODE_CALIBRATION_KEYS)),
+        split=fields.string("split"),
+        examples=fields.integer("examples"),
+        dataset=fields.string("dataset"),
+        data_files=tuple(
+            _digest(JsonObject(entry, f"{fields.key_path('data_files')}[{i}]", top.where, ModelPackageError,
+                               ("sha256", "bytes")))
+            for i, entry in enumerate(files)
+        ),
+        mc_samples=fields.integer("mc_samples"),
+        seed=fields.integer("seed", low=0),
+        ece_bins=fields.integer("ece_bins"),
+        source_version=source.string("version"),
+        source_files=_files(source.object("files", ONNX_FILES)),
+    )
+
+
+def _mode_calibration(fields: JsonObject) -> ModeCalibration:
+    def fraction(key: str) -> float:
+        return fields.get(key, "a number in [0, 1]", lambda v: float(v) if is_number(v) and 0 <= v <= 1 else None)
+
+    def loss(key: str) -> float:
+        return fields.get(key, "a finite number >= 0", lambda v: float(v) if is_number(v) and v >= 0 else None)
+
+    return ModeCalibration(
+        fields.number("temperature", positive=True), fraction("ece_before"), fraction("ece_after"),
+        loss("nll_before"), loss("nll_after"),
+    )
 
 
 def _mc(fields: JsonObject) -> MonteCarlo:
@@ -491,6 +597,35 @@ def _mc_dict(mc: MonteCarlo) -> dict[str, Any]:
     if mc.sample_bytes is not None:
         raw["sample_bytes"] = mc.sample_bytes
     return raw
+
+
+def _digest_dict(digest: FileDigest) -> dict[str, Any]:
+    return {"sha256": digest.sha256, "bytes": digest.bytes}
+
+
+def _calibration_dict(calibration: Calibration) -> dict[str, Any]:
+    modes = {
+        mode.value: {
+            "temperature": entry.temperature, "ece_before": entry.ece_before, "ece_after": entry.ece_after,
+            "nll_before": entry.nll_before, "nll_after": entry.nll_after,
+        }
+        for mode, entry in ((Mode.DETERMINISTIC, calibration.deterministic), (Mode.MC, calibration.mc))
+    }
+    return {
+        "method": calibration.method,
+        **modes,
+        "split": calibration.split,
+        "examples": calibration.examples,
+        "dataset": calibration.dataset,
+        "data_files": [_digest_dict(digest) for digest in calibration.data_files],
+        "mc_samples": calibration.mc_samples,
+        "seed": calibration.seed,
+        "ece_bins": calibration.ece_bins,
+        "source": {
+            "version": calibration.source_version,
+            "files": {name: _digest_dict(digest) for name, digest in calibration.source_files.items()},
+        },
+    }
 
 
 def _site_dict(site: DropoutSite) -> dict[str, Any]:

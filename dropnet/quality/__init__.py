@@ -1,0 +1,1 @@
+"""Uncertainty quality: metrics, temperature calibration folded into packages, and reports."""
