@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         args.run_dir, data_cfg=requested_data(args), mc_samples=args.mc_samples or DEFAULT_MC_SAMPLES,
         seed=args.seed, split=args.split, device=args.device, repeats=args.repeats,
     )
+    result["command"] = sys.argv
     out = args.json_out or args.run_dir / RESULT_FILE
     atomic_write_json(out, result)
     print(f"{format_table(result)}\nresult: {out}")
