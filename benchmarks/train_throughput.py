@@ -11,7 +11,10 @@ max-norm c = 3.5 on every hidden layer, SGD momentum 0.95, batch 100, on real MN
 The two alternate, ``--repeats`` times each, over the same ``--examples`` examples per pass;
 the median samples/s of each and their ratio are printed and written as JSON. Achieved GFLOP/s
 (6 × multiply-adds per example: forward, input-gradient and weight-gradient GEMMs) is set
-against a GEMM peak measured in the same run.
+against a GEMM peak measured in the same run. One more pass of each loop runs under torch's profiler
+to split its time into forward (and the rest: batching, loss), backward, optimiser step (with
+zero_grad), max-norm and mask sampling (``rand_like`` for dropnet; ``native_dropout``, which also
+applies the mask, for nn.Dropout), so a reader sees where the difference comes from on their machine.
 
     python benchmarks/train_throughput.py [--threads 2] [--repeats 7] [--examples 6000]
 """
@@ -22,6 +25,8 @@ import argparse
 import json
 import statistics
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -37,6 +42,9 @@ from dropnet.trainer.models import build_model, weight_layers
 HIDDEN = [1024, 1024, 1024]
 RETAIN_INPUT, RETAIN_HIDDEN, MAX_NORM, LR, MOMENTUM, BATCH = 0.8, 0.5, 3.5, 0.05, 0.95, 100
 REPO = Path(__file__).resolve().parents[1]
+PHASES = ("forward", "backward", "optimiser step", "max-norm", "mask sampling")
+MAX_NORM_LABEL = "benchmark.max_norm"
+SAMPLING_OPS = {"aten::rand_like", "aten::rand", "aten::uniform_", "aten::bernoulli_", "aten::native_dropout"}
 
 
 def idiomatic_network(features: int, classes: int) -> nn.Sequential:
@@ -60,9 +68,37 @@ def idiomatic_epoch(model: nn.Sequential, optimizer: torch.optim.Optimizer, x: t
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        with torch.no_grad():
+        with torch.no_grad(), torch.profiler.record_function(MAX_NORM_LABEL):
             for layer in hidden:
                 layer.weight.copy_(torch.renorm(layer.weight, 2, 0, MAX_NORM))
+
+
+def phase_of(event: torch.autograd.profiler_util.FunctionEvent) -> str:
+    """The phase of :data:`PHASES` an op event belongs to, from the names of the ranges around it."""
+    names = []
+    while event is not None:
+        names.append(event.name)
+        event = event.cpu_parent
+    if any(name.startswith("autograd::engine::evaluate_function") for name in names):
+        return "backward"
+    if any(name.startswith(("Optimizer.step", "Optimizer.zero_grad")) for name in names):
+        return "optimiser step"
+    if MAX_NORM_LABEL in names:
+        return "max-norm"
+    if SAMPLING_OPS.intersection(names):
+        return "mask sampling"
+    return "forward"
+
+
+def time_split(run: Callable[[], None]) -> dict[str, float]:
+    """Fractions of one profiled pass's op time (self CPU time, summed per phase of :data:`PHASES`)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        run()
+    totals: Counter[str] = Counter()
+    for event in profile.events():
+        totals[phase_of(event)] += event.self_cpu_time_total
+    total = sum(totals.values())
+    return {phase: round(totals[phase] / total, 4) for phase in PHASES}
 
 
 def gemm_peak_gflops(size: int = 1024, repeats: int = 20) -> float:
@@ -106,8 +142,12 @@ def main() -> None:
     theirs = idiomatic_network(features, classes)
     theirs_opt = torch.optim.SGD(theirs.parameters(), lr=LR, momentum=MOMENTUM)
 
+    def labelled_max_norm() -> None:
+        with torch.profiler.record_function(MAX_NORM_LABEL):
+            ours_max_norm()
+
     def run_ours() -> None:
-        train_epoch(ours, ours_opt, ours_max_norm, x, y, BATCH, shuffle)
+        train_epoch(ours, ours_opt, labelled_max_norm, x, y, BATCH, shuffle)
 
     def run_theirs() -> None:
         idiomatic_epoch(theirs, theirs_opt, x, y)
@@ -120,6 +160,7 @@ def main() -> None:
             run()
             times[name].append(time.perf_counter() - started)
     peak = gemm_peak_gflops()
+    split = {"dropnet": time_split(run_ours), "idiomatic": time_split(run_theirs)}
 
     rate = {name: args.examples / statistics.median(t) for name, t in times.items()}
     flops = flops_per_example(features, classes)
@@ -135,6 +176,7 @@ def main() -> None:
         "gflops_achieved": {name: r * flops / 1e9 for name, r in rate.items()},
         "gemm_peak_gflops": peak,
         "fraction_of_peak": {name: r * flops / 1e9 / peak for name, r in rate.items()},
+        "time_split": split,
         "torch": torch.__version__,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -145,6 +187,9 @@ def main() -> None:
         f"GFLOP/s    dropnet {result['gflops_achieved']['dropnet']:.1f}   idiomatic "
         f"{result['gflops_achieved']['idiomatic']:.1f}   GEMM peak {peak:.1f}"
     )
+    print(f"{'time split':<11}" + "".join(f"{phase:>16}" for phase in PHASES))
+    for name, fractions in split.items():
+        print(f"{name:<11}" + "".join(f"{fractions[phase]:>16.1%}" for phase in PHASES))
     print(f"wrote {args.out}")
 
 
