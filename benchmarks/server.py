@@ -53,6 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # ahead of benchmarks/, whose server.py would shadow the server package
 
 from benchmarks._common import MNIST_SPEC, PAPER_NET_DESCRIPTION, paper_package  # noqa: E402
+from benchmarks._measure import machine_cpu_seconds, percentiles_ms, process_cpu_seconds  # noqa: E402
 from dropnet.server.client import DropnetClient  # noqa: E402
 from dropnet.server.predictor import Predictor  # noqa: E402
 from dropnet.server.process import ServeProcess  # noqa: E402
@@ -68,7 +69,6 @@ PEER_THROUGHPUT_RPS = (273.0, 529.0)
 """The peer's throughput at concurrency 32 under a tritonclient load (its own measurement, another machine)."""
 WARMUP_S = 0.2
 """Unrecorded closed-loop time at the start of every segment, so queues and sessions are in steady state."""
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 Call = Callable[[], object]
 
@@ -111,18 +111,6 @@ class CpuTimes:
     def __add__(self, other: "CpuTimes") -> "CpuTimes":
         return CpuTimes(self.client + other.client, tuple(a + b for a, b in zip(self.servers, other.servers)),
                         self.machine + other.machine)
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def machine_cpu_seconds() -> float:
-    """Busy (not idle, not iowait) CPU seconds of the whole machine since boot (Linux /proc)."""
-    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS
 
 
 @dataclass
@@ -269,11 +257,11 @@ class Comparison:
 def summarise(key: Key, samples: Samples, server_index: int | None) -> Cell:
     """A cell's percentiles, throughput and CPU use from its samples."""
     assert samples.cpu is not None
-    p50, p99 = np.percentile(np.array(samples.latencies) * 1e3, [50, 99])
+    p50, p99 = percentiles_ms(samples.latencies)
     per_request = 1e3 / max(samples.completed, 1)
     cpu = samples.cpu
     return Cell(
-        *key, requests=len(samples.latencies), p50_ms=round(float(p50), 3), p99_ms=round(float(p99), 3),
+        *key, requests=len(samples.latencies), p50_ms=p50, p99_ms=p99,
         throughput_rps=round(samples.completed / samples.seconds, 1),
         server_cpu_ms=None if server_index is None else round(cpu.servers[server_index] * per_request, 3),
         client_cpu_ms=round(cpu.client * per_request, 3),

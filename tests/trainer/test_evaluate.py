@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +127,7 @@ def test_cli_prints_the_table_and_writes_the_json(trained_run: Path, tmp_path: P
     assert [entry["k"] for entry in result["mc"]] == [1, 10] and all("std" in entry for entry in result["mc"])
     assert set(result["seconds"]) == {"load", "weight_scaling", "mc"} and "torch" in result["versions"]
     assert result == {**evaluate(trained_run, mc_samples=(1, 10), seed=4, device="cpu", repeats=2),
-                      "seconds": result["seconds"], "created": result["created"]}
+                      "seconds": result["seconds"], "created": result["created"], "command": sys.argv}
     text = capsys.readouterr().out
     rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[2:4]}
     scaled = f"{result['weight_scaling_error']:.2%}"
