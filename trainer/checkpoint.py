@@ -21,7 +21,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -39,6 +39,8 @@ CHECKPOINT_FORMAT = "dropnet-checkpoint/1"
 TENSORS_FILES = "epoch-*.safetensors"
 CHECKPOINT_FILES = (STATE_FILE, TENSORS_FILES)
 """What the checkpoint directory holds (names and patterns)."""
+S = TypeVar("S")
+"""The type of a checkpoint's committed state (TrainState, or a pretraining run's Progress)."""
 
 
 @dataclass
@@ -124,6 +126,28 @@ def commit_checkpoint(
             old.unlink(missing_ok=True)
 
 
+def read_committed(run_dir: Path, checkpoint_format: str, state_type: type[S]) -> tuple[S, dict[str, torch.Tensor]] | None:
+    """The committed state (``state_type`` built from state.json) and its tensors; None without a checkpoint.
+
+    A state.json of another format, a missing or unreadable tensors file, or fields that do not fit
+    ``state_type`` raise RunDirError naming the checkpoint directory.
+    """
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    state_path = directory / STATE_FILE
+    if not state_path.is_file():
+        return None
+    try:
+        raw = json.loads(state_path.read_text())
+        if raw.pop("format") != checkpoint_format:
+            raise ValueError(f"expected format {checkpoint_format!r}")
+        tensors_path = directory / raw.pop("tensors")
+        state = state_type(**raw)
+        tensors = load_file(str(tensors_path))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, OSError, SafetensorError) as exc:
+        raise RunDirError(f"{directory}: unreadable checkpoint ({exc}); start a new run instead of --resume") from None
+    return state, tensors
+
+
 def load_checkpoint(
     run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, shuffle: torch.Generator, *, rank: int = 0
 ) -> TrainState | None:
@@ -132,24 +156,15 @@ def load_checkpoint(
     ``rank`` picks the torch RNG state a distributed run's rank restores; a rank the checkpoint has
     none for (the run had fewer ranks) keeps the RNG state it has.
     """
-    directory = Path(run_dir) / CHECKPOINT_DIR
-    state_path = directory / STATE_FILE
-    if not state_path.is_file():
+    committed = read_committed(run_dir, CHECKPOINT_FORMAT, TrainState)
+    if committed is None:
         return None
-    try:
-        raw = json.loads(state_path.read_text())
-        if raw.pop("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"expected format {CHECKPOINT_FORMAT!r}")
-        tensors_path = directory / raw.pop("tensors")
-        state = TrainState(**raw)
-        tensors = load_file(str(tensors_path))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, OSError, SafetensorError) as exc:
-        raise RunDirError(f"{directory}: unreadable checkpoint ({exc}); start a new run instead of --resume") from None
+    state, tensors = committed
     weights = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
-        raise RunDirError(f"{directory}: checkpoint does not match the configured model ({exc})") from None
+        raise RunDirError(f"{Path(run_dir) / CHECKPOINT_DIR}: checkpoint does not match the configured model ({exc})") from None
     for name, param in model.named_parameters():
         buffer = tensors.get(f"momentum/{name}")
         if buffer is not None:

@@ -11,17 +11,14 @@ their own files, which are written before the commit of their last epoch.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from dropnet.core.errors import RunDirError
-from dropnet.trainer.checkpoint import CHECKPOINT_DIR, STATE_FILE, commit_checkpoint, momentum_tensors
+from dropnet.trainer.checkpoint import CHECKPOINT_DIR, STATE_FILE, commit_checkpoint, momentum_tensors, read_committed
 from dropnet.trainer.pretrain.layer import Layer
 
 logger = logging.getLogger(__name__)
@@ -73,18 +70,10 @@ def save_checkpoint(
 
 def load_checkpoint(run_dir: Path) -> tuple[Progress, dict[str, torch.Tensor]] | None:
     """The committed progress and its tensors; None when the run has no checkpoint yet."""
-    directory = Path(run_dir) / CHECKPOINT_DIR
-    state_path = directory / STATE_FILE
-    if not state_path.is_file():
+    committed = read_committed(run_dir, CHECKPOINT_FORMAT, Progress)
+    if committed is None:
         return None
-    try:
-        raw = json.loads(state_path.read_text())
-        if raw.pop("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"expected format {CHECKPOINT_FORMAT!r}")
-        tensors = load_file(str(directory / raw.pop("tensors")))
-        progress = Progress(**raw)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, OSError, SafetensorError) as exc:
-        raise RunDirError(f"{directory}: unreadable checkpoint ({exc}); start a new run instead of --resume") from None
+    progress, tensors = committed
     logger.info("resuming layer %d after epoch %d", progress.layer + 1, progress.epochs_done)
     return progress, tensors
 
