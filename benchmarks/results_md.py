@@ -102,7 +102,8 @@ def _run_cells(row: dict[str, Any]) -> str:
 
 
 def table2_section(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """The Table 2 rows: the paper's figure and, where a run exists, its longest run."""
+    """The Table 2 rows: the paper's figure and, where a run exists, its longest run; a run's ``note`` (what the
+    figures alone do not say, e.g. a pause) is listed below the table."""
     lines = [
         "| paper's row | unit | architecture | paper | dropnet | epochs | wall time | device | command |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -119,6 +120,10 @@ def table2_section(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
         lines.append(f"{head} {_run_cells(ran[0])}")
         shorter += [f"- `{row.preset}`: {r['epochs']} epochs, {_percent(r['test_error'])} ({r['file']})"
                     for r in ran[1:]]
+    notes = [f"- `{r['preset']}`, {r['epochs']} epochs: {r['note']}." for row in TABLE2 for r in runs.get(row.preset or "", [])
+             if r.get("note")]
+    if notes:
+        lines += ["", "Notes on these runs:", "", *notes]
     lines += ["", "Rows not run, and why:", "", *missing]
     if shorter:
         lines += ["", "Shorter runs of the same presets:", "", *shorter]
