@@ -5,7 +5,11 @@ Each key has a FIFO queue and a consumer task. Batches run in one of two lanes, 
 its own worker threads and its own count of free ones: deterministic batches on
 ``inference_workers`` threads, MC batches on ``mc_workers``. A long MC run (or a queue of them)
 therefore never holds up a deterministic request: separate workers per mode, not chunked
-scheduling. A batch is formed once a worker thread of its lane is free and either
+scheduling. A deterministic request that arrives alone (no other request of its spec in the
+batcher, after one turn of the event loop lets requests that arrived together show up) while no
+deterministic worker runs a batch skips the queue and runs on the event loop itself, when the
+spec's previous runs say it takes at most ``inline_run_ms``: at low load the thread hand-off and
+the queue's tasks cost more CPU than such a run. A batch is formed once a worker thread of its lane is free and either
 ``max_batch_size`` rows wait or the oldest request has waited ``max_queue_delay_ms``. The delay
 applies only while the previous batch of the same spec held several requests: a lone request
 under light load starts at once, and under load, batch-mates also gather while every worker of
@@ -24,11 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+import time
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -51,8 +56,7 @@ class Engine(Protocol):
     def run_mc(self, x: np.ndarray, num_samples: int, row_seeds: np.ndarray, outputs: tuple[str, ...]) -> Outputs: ...
 
 
-@dataclass(frozen=True)
-class RunSpec:
+class RunSpec(NamedTuple):  # a tuple: hashed in C, several times per request
     """What one onnxruntime run computes; requests with equal specs (and engine) can share a run."""
 
     model: str
@@ -151,6 +155,13 @@ def run_batch(engine: Engine, spec: RunSpec, batch: list[_Request]) -> list[Outp
     return answers
 
 
+def timed_run_batch(engine: Engine, spec: RunSpec, batch: list[_Request]) -> tuple[list[Outputs], float]:
+    """:func:`run_batch` and the seconds it took."""
+    started = time.perf_counter()
+    answers = run_batch(engine, spec, batch)
+    return answers, time.perf_counter() - started
+
+
 def _rows(array: np.ndarray, axis: int, rows: slice) -> np.ndarray:
     """The ``rows`` of ``array`` along ``axis``, as a contiguous array."""
     index = [slice(None)] * array.ndim
@@ -159,11 +170,21 @@ def _rows(array: np.ndarray, axis: int, rows: slice) -> np.ndarray:
 
 
 class _Lane:
-    """The worker threads that run the batches of one mode, and a count of the free ones."""
+    """The worker threads that run the batches of one mode, a count of the free ones and of the busy ones."""
 
     def __init__(self, mode: Mode, workers: int, initializer: Callable[[], None] | None = None) -> None:
         self.executor = ThreadPoolExecutor(workers, thread_name_prefix=f"dropnet-{mode.value}", initializer=initializer)
         self.free = asyncio.Semaphore(workers)
+        self.busy = 0
+        """Workers taken by a batch (between acquiring :attr:`free` and releasing it)."""
+
+    async def take(self) -> None:
+        await self.free.acquire()
+        self.busy += 1
+
+    def give_back(self) -> None:
+        self.busy -= 1
+        self.free.release()
 
 
 class Batcher:
@@ -173,6 +194,7 @@ class Batcher:
         self._max_rows = settings.max_batch_size if settings.batching else 1
         self._delay = settings.max_queue_delay_ms / 1000 if settings.batching else 0.0
         self._max_queue = settings.max_queue_size
+        self._inline_s = settings.inline_run_ms / 1000
         self._metrics = metrics
         self._lanes = {
             Mode.DETERMINISTIC.value: _Lane(Mode.DETERMINISTIC, settings.inference_workers),
@@ -183,6 +205,12 @@ class Batcher:
         """Requests in the latest batch of each spec, where it held more than one: batch-mates are worth waiting
         for. A spec whose queue retires after a lone request, or whose model version is unloaded, is dropped."""
         self._running: set[asyncio.Task[None]] = set()
+        self._seconds_per_row: dict[RunSpec, float] = {}
+        """The latest run of each spec: its seconds per row (what decides whether a lone request runs inline)."""
+        self._active: Counter[RunSpec] = Counter()
+        """Requests of each spec between entering :meth:`submit` and getting their answer."""
+        self._entered: Counter[RunSpec] = Counter()
+        """Requests of each spec that ever entered :meth:`submit` (tells a request whether another came after it)."""
         self._closed = False
 
     async def submit(
@@ -199,6 +227,36 @@ class Batcher:
         loop = asyncio.get_running_loop()
         request = _Request(x, row_seeds, outputs, loop.create_future(), loop.time())
         key = (spec, id(engine))
+        self._active[spec] += 1
+        self._entered[spec] += 1
+        try:
+            if await self._alone(spec, key, request.rows):
+                self._metrics.record_batch(spec.model, spec.mode, request.rows)
+                self._last_batch_requests.pop(spec, None)
+                answers, seconds = timed_run_batch(engine, spec, [request])
+                self._remember_cost(spec, [request], seconds)
+                return answers[0]
+            return await self._enqueue(key, spec, engine, request)
+        finally:
+            self._active[spec] -= 1
+            if not self._active[spec]:
+                del self._active[spec], self._entered[spec]
+
+    async def _alone(self, spec: RunSpec, key: tuple[RunSpec, int], rows: int) -> bool:
+        """Whether a request of ``rows`` rows may run inline: see the module doc."""
+        lane = self._lanes[spec.mode]
+        per_row = self._seconds_per_row.get(spec)
+        if (
+            spec.mode != Mode.DETERMINISTIC.value or per_row is None or rows * per_row > self._inline_s
+            or self._active[spec] > 1 or lane.busy or key in self._queues
+        ):
+            return False
+        entered = self._entered[spec]
+        await asyncio.sleep(0)  # requests that arrived with this one get to enter submit() first
+        return self._entered[spec] == entered and not lane.busy and key not in self._queues and not self._closed
+
+    async def _enqueue(self, key: tuple[RunSpec, int], spec: RunSpec, engine: Engine, request: _Request) -> Outputs:
+        """Queue ``request`` for its batch and wait for its outputs."""
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = _Queue(spec, engine)
@@ -214,8 +272,9 @@ class Batcher:
 
     def forget(self, model: str, version: str) -> None:
         """Drop what is remembered about the batches of a model version that no longer serves."""
-        for spec in [spec for spec in self._last_batch_requests if (spec.model, spec.version) == (model, version)]:
-            del self._last_batch_requests[spec]
+        for remembered in (self._last_batch_requests, self._seconds_per_row):
+            for spec in [spec for spec in remembered if (spec.model, spec.version) == (model, version)]:
+                del remembered[spec]
 
     def waiting(self, model: str) -> int:
         """Requests for ``model`` that wait for their batch to start."""
@@ -240,12 +299,12 @@ class Batcher:
             while queue.items:
                 if self._last_batch_requests.get(queue.spec, 1) > 1:
                     await queue.wait_full(self._max_rows, self._delay)
-                await lane.free.acquire()
+                await lane.take()
                 batch = queue.take(self._max_rows)
                 self._last_batch_requests[queue.spec] = max(len(batch), 1)
                 self._report_depth(queue.spec.model)
                 if not batch:
-                    lane.free.release()
+                    lane.give_back()
                     continue
                 task = asyncio.create_task(self._run(lane, queue, batch))
                 self._running.add(task)
@@ -261,9 +320,10 @@ class Batcher:
         """Run ``batch`` in a worker thread of ``lane`` and hand each request its outputs (or the error)."""
         spec = queue.spec
         try:
-            self._metrics.batch_rows.labels(spec.model, spec.mode).observe(sum(request.rows for request in batch))
+            self._metrics.record_batch(spec.model, spec.mode, sum(request.rows for request in batch))
             loop = asyncio.get_running_loop()
-            answers = await loop.run_in_executor(lane.executor, run_batch, queue.engine, spec, batch)
+            answers, seconds = await loop.run_in_executor(lane.executor, timed_run_batch, queue.engine, spec, batch)
+            self._remember_cost(spec, batch, seconds)
         except Exception as exc:
             for request in batch:
                 if not request.future.done():
@@ -273,7 +333,10 @@ class Batcher:
                 if not request.future.done():
                     request.future.set_result(answer)
         finally:
-            lane.free.release()
+            lane.give_back()
+
+    def _remember_cost(self, spec: RunSpec, batch: list[_Request], seconds: float) -> None:
+        self._seconds_per_row[spec] = seconds / max(sum(request.rows for request in batch), 1)
 
     def _report_depth(self, model: str) -> None:
-        self._metrics.queue_depth.labels(model).set(self.waiting(model))
+        self._metrics.set_queue_depth(model, self.waiting(model))

@@ -24,6 +24,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
+from dropnet.core.errors import ConfigError
 from dropnet.server.settings import ServerSettings
 from dropnet.settings_flags import add_flags, given_values
 
@@ -48,9 +49,27 @@ def run(args: argparse.Namespace) -> int:
     from dropnet.server.memory import return_freed_memory
 
     return_freed_memory()
-    if not asyncio.run(serve(settings_from_args(args))):
+    settings = settings_from_args(args)
+    with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+        finished = runner.run(serve(settings))
+    if not finished:
         exit_now(0)  # the interpreter would wait for the worker threads still in onnxruntime
     return 0
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """What makes the event loop of ``--event-loop`` ``choice`` (None: asyncio's default)."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError("--event-loop uvloop: uvloop is not installed; expected `pip install uvloop` "
+                              "(Linux or macOS), or --event-loop asyncio") from None
+        log.info("uvloop is not installed: serving on asyncio's event loop")
+        return None
+    return uvloop.new_event_loop
 
 
 def exit_now(code: int) -> NoReturn:
@@ -100,6 +119,7 @@ async def serve(settings: ServerSettings, signals: StopSignals | None = None) ->
 
     signals = signals or StopSignals()
     signals.install()
+    log.info("event loop: %s", type(asyncio.get_running_loop()).__module__.split(".")[0])
     server = GrpcServer(settings)
     starting = asyncio.create_task(server.start(), name="dropnet-start")
     stop_requested = asyncio.create_task(signals.requested.wait(), name="dropnet-stop-signal")

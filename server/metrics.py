@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -46,6 +47,9 @@ class ServerMetrics:
             (self.queue_depth, MODEL_LABELS),
         )
         """Every metric with a ``model`` label, with its label names."""
+        self._series: dict[tuple[int, tuple[str, ...]], Any] = {}
+        """The labelled series already used, by (metric id, label values): ``labels()`` takes a lock and checks its
+        arguments on every call, several times per request."""
         self.models_loaded = Gauge(
             "dropnet_models_loaded", "Model versions loaded and serving.", registry=self.registry,
         )
@@ -53,11 +57,28 @@ class ServerMetrics:
 
     def record(self, model: str, mode: str, code: str, seconds: float) -> None:
         """Count one finished request with status ``code`` (e.g. "OK") that took ``seconds``."""
-        self.requests.labels(model, mode, code).inc()
-        self.latency.labels(model, mode).observe(seconds)
+        self._series_of(self.requests, model, mode, code).inc()
+        self._series_of(self.latency, model, mode).observe(seconds)
+
+    def record_batch(self, model: str, mode: str, rows: int) -> None:
+        """Count one onnxruntime run of ``rows`` rows."""
+        self._series_of(self.batch_rows, model, mode).observe(rows)
+
+    def set_queue_depth(self, model: str, waiting: int) -> None:
+        """Report ``waiting`` requests queued for ``model``."""
+        self._series_of(self.queue_depth, model).set(waiting)
+
+    def _series_of(self, metric: MetricWrapperBase, *values: str) -> Any:
+        key = (id(metric), values)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = metric.labels(*values)
+        return series
 
     def forget_model(self, model: str) -> None:
         """Remove every series labelled with ``model`` (no longer served), so the label sets follow what is loaded."""
+        for key in [key for key in self._series if key[1][0] == model]:  # "model" is every labelled metric's first label
+            del self._series[key]
         for metric, label_names in self._by_model:
             series = {
                 tuple(sample.labels[name] for name in label_names)

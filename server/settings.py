@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -38,6 +38,8 @@ class ServerSettings(Settings):
     """Execution provider choice for every model: "auto", "cpu" or "cuda"."""
     intra_op_threads: int | None = Field(None, ge=1)
     """onnxruntime intra-op threads per session (None: the usable CPU cores divided by inference_workers + mc_workers, at least 1)."""
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    """The event loop of dropnet serve: "uvloop" (less CPU per request), "asyncio" (the standard one), or "auto": uvloop where it is installed (a dependency on Linux and macOS), else asyncio."""
     spin_wait: bool = False
     """Let onnxruntime's idle threads busy-wait for the next run (lower latency on dedicated cores; off, they leave the CPU to the event loop)."""
     inference_workers: int = Field(1, ge=1)
@@ -48,6 +50,8 @@ class ServerSettings(Settings):
     """Most rows one coalesced onnxruntime run may hold."""
     max_queue_delay_ms: float = Field(2.0, ge=0)
     """Longest a request waits for others to join its batch."""
+    inline_run_ms: float = Field(1.0, ge=0)
+    """A deterministic request that arrives alone, while no worker thread runs a batch, runs on the event loop itself (no thread hand-off) when the model's previous runs say it takes at most this long; 0 never does."""
     max_queue_size: int = Field(256, ge=1)
     """Requests waiting per model before new ones get RESOURCE_EXHAUSTED."""
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=MIN_MESSAGE_BYTES)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -285,3 +287,72 @@ def test_batch_memory_is_dropped_for_lone_batches_and_unloaded_versions(tmp_path
         return memory
 
     assert asyncio.run(main()) == [{DET, other_version}, {DET}, set()]
+
+
+class ThreadRecordingEngine:
+    """A real predictor that records the thread of each deterministic run and its rows; ``delay_s`` slows each run."""
+
+    def __init__(self, predictor: Predictor, delay_s: float = 0.0) -> None:
+        self._predictor = predictor
+        self._delay_s = delay_s
+        self.runs: list[tuple[str, int]] = []
+
+    def run_deterministic(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        self.runs.append((threading.current_thread().name, int(x.shape[0])))
+        time.sleep(self._delay_s)
+        return self._predictor.run_deterministic(x)
+
+    def run_mc(self, x: np.ndarray, num_samples: int, row_seeds: np.ndarray, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+        raise AssertionError("deterministic only")
+
+
+def lone_runs(tmp_path: Path, engine: ThreadRecordingEngine, requests: int, **overrides: object) -> list[tuple[str, int]]:
+    """Submit ``requests`` one-row requests one after the other; the engine's runs."""
+
+    async def main() -> None:
+        batcher, _ = make_batcher(tmp_path, **overrides)
+        for seed in range(requests):
+            x = digits_rows(1, seed)
+            answer = await batcher.submit(DET, engine, x, None, ("probabilities", "logits"))
+            assert_outputs_match(answer, engine._predictor.run_deterministic(x))
+        await batcher.drain()
+
+    asyncio.run(main())
+    return engine.runs
+
+
+def test_a_lone_cheap_deterministic_request_runs_on_the_event_loop_once_its_cost_is_known(
+    tmp_path: Path, tiny_predictor: Predictor
+) -> None:
+    loop_thread = threading.current_thread().name  # asyncio.run runs the loop in this thread
+    runs = lone_runs(tmp_path, ThreadRecordingEngine(tiny_predictor), 3)
+    assert runs[0][0].startswith("dropnet-deterministic")  # no run yet says what one costs
+    assert runs[1:] == [(loop_thread, 1), (loop_thread, 1)]
+    never = lone_runs(tmp_path, ThreadRecordingEngine(tiny_predictor), 3, inline_run_ms=0)
+    assert all(thread.startswith("dropnet-deterministic") for thread, _ in never)
+
+
+def test_a_run_costlier_than_inline_run_ms_stays_on_a_worker_thread(tmp_path: Path, tiny_predictor: Predictor) -> None:
+    runs = lone_runs(tmp_path, ThreadRecordingEngine(tiny_predictor, delay_s=0.02), 3, inline_run_ms=1.0)
+    assert all(thread.startswith("dropnet-deterministic") for thread, _ in runs)
+
+
+def test_requests_arriving_together_are_batched_not_run_inline(tmp_path: Path, tiny_predictor: Predictor) -> None:
+    engine = ThreadRecordingEngine(tiny_predictor)
+
+    async def main() -> Batcher:
+        batcher, _ = make_batcher(tmp_path)
+        await batcher.submit(DET, engine, digits_rows(1, 0), None, ("probabilities",))  # its cost is known now
+        inputs = [digits_rows(1, seed) for seed in range(1, 9)]
+        answers = await asyncio.gather(*(batcher.submit(DET, engine, x, None, ("probabilities",)) for x in inputs))
+        for x, answer in zip(inputs, answers):
+            np.testing.assert_allclose(answer["probabilities"], tiny_predictor.run_deterministic(x)["probabilities"], rtol=1e-6)
+        await batcher.drain()
+        return batcher
+
+    batcher = asyncio.run(main())
+    assert [rows for _, rows in engine.runs] == [1, 8]
+    assert engine.runs[1][0].startswith("dropnet-deterministic")
+    assert batcher._seconds_per_row  # the runs' cost is remembered ...
+    batcher.forget(MODEL, "1")
+    assert not batcher._seconds_per_row  # ... until the version is unloaded

@@ -27,7 +27,7 @@ from dropnet.protos.inference import grpc_service_pb2 as oip
 from dropnet.protos.inference import grpc_service_pb2_grpc as oip_grpc
 from dropnet.server import providers
 from dropnet.server.app import HEALTH_NAMES, INFERENCE_SERVICE, PREDICTOR_SERVICE, GrpcServer
-from dropnet.server.cli_serve import StopSignals, add_arguments, settings_from_args
+from dropnet.server.cli_serve import StopSignals, add_arguments, loop_factory, settings_from_args
 from dropnet.server.dataplane import InferRequest
 from dropnet.server.process import ServeProcess
 from dropnet.server.settings import ServerSettings
@@ -144,6 +144,17 @@ def test_serve_on_cuda_without_cuda_exits_2(
     assert main(["serve", "--models", str(models_dir), "--port", "0", "--device", "cuda", "--reload-interval", "0"]) == 2
     err = capsys.readouterr().err
     assert "dropnet serve: error: device 'cuda' was requested but CUDA is not usable" in err
+
+
+def test_event_loop_auto_takes_uvloop_where_installed_and_asyncio_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvloop
+
+    assert loop_factory("auto") is uvloop.new_event_loop and loop_factory("uvloop") is uvloop.new_event_loop
+    assert loop_factory("asyncio") is None
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now raises ImportError
+    assert loop_factory("auto") is None
+    with pytest.raises(ConfigError, match="--event-loop uvloop: uvloop is not installed; expected `pip install uvloop`"):
+        loop_factory("uvloop")
 
 
 def test_a_failed_start_stops_the_data_plane(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -281,6 +292,7 @@ def test_sigterm_finishes_in_flight_requests_then_exits_zero(tiny_package: Path,
         assert [answer.parameters["seed"].int64_param for answer in answers] == [0, 1, 2, 3]
         assert serve.process.wait(timeout=120) == 0
         assert any("stopped" in line for line in serve.lines)
+        assert any(line.endswith("event loop: uvloop") for line in serve.lines)  # --event-loop auto, uvloop installed
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.RpcError) as caught:
             oip_grpc.GRPCInferenceServiceStub(channel).ServerLive(oip.ServerLiveRequest(), timeout=60)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE

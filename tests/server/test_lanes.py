@@ -102,7 +102,8 @@ def test_each_mode_runs_on_its_own_worker_threads_mc_at_a_lower_priority(
     tmp_path: Path, tiny_predictor: Predictor
 ) -> None:
     async def main() -> HeldMcEngine:
-        batcher = Batcher(make_settings(tmp_path, inference_workers=2, mc_workers=1), ServerMetrics())
+        settings = make_settings(tmp_path, inference_workers=2, mc_workers=1, inline_run_ms=0)  # never on the loop
+        batcher = Batcher(settings, ServerMetrics())
         engine = HeldMcEngine(tiny_predictor)
         engine.release_mc()
         for seed in range(3):

@@ -21,8 +21,8 @@ def test_endpoint_on_port_zero_serves_the_counters() -> None:
     metrics.record("digits", "mc", "OK", 0.003)
     metrics.record("digits", "mc", "OK", 0.004)
     metrics.record("digits", "deterministic", "INVALID_ARGUMENT", 0.001)
-    metrics.batch_rows.labels("digits", "mc").observe(5)
-    metrics.queue_depth.labels("digits").set(3)
+    metrics.record_batch("digits", "mc", 5)
+    metrics.set_queue_depth("digits", 3)
     metrics.track_models_loaded(lambda: 4)
     port = metrics.start_http(0)
     try:
@@ -56,3 +56,17 @@ def test_port_in_use_is_a_config_error() -> None:
             second.start_http(port)
     finally:
         first.stop_http()
+
+
+def test_a_forgotten_model_starts_its_series_afresh() -> None:
+    metrics = ServerMetrics()
+    metrics.record("digits", "mc", "OK", 0.003)
+    metrics.record_batch("digits", "mc", 5)
+    metrics.record("other", "mc", "OK", 0.003)
+    metrics.forget_model("digits")
+    requests = {"model": "digits", "mode": "mc", "code": "OK"}
+    assert metrics.registry.get_sample_value("dropnet_requests_total", requests) is None
+    metrics.record("digits", "mc", "OK", 0.002)  # a series kept from before the forget would not be collected
+    assert metrics.registry.get_sample_value("dropnet_requests_total", requests) == 1.0
+    assert metrics.registry.get_sample_value("dropnet_batch_rows_count", {"model": "digits", "mode": "mc"}) is None
+    assert metrics.registry.get_sample_value("dropnet_requests_total", {**requests, "model": "other"}) == 1.0
