@@ -111,10 +111,7 @@ def _train(
     if replicas is not None:  # but each rank its own dropout masks
         torch.manual_seed(stream_seed(config.seed, _MASK_STREAM, replicas.rank))
     shuffle = torch.Generator().manual_seed(stream_seed(config.seed, _SHUFFLE_STREAM))
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.optim.lr, momentum=config.optim.momentum_start,
-        weight_decay=config.optim.weight_decay, foreach=True,
-    )
+    optimizer = sgd(model, config.optim.lr, config.optim.momentum_start, config.optim.weight_decay)
     max_norm = MaxNorm(weight_layers(model), config.model.resolved_max_norm())
     metrics_path = run_dir / METRICS_FILE
     records: list[dict[str, Any]] = []
@@ -240,6 +237,15 @@ def _finish(
 
 
 @torch.inference_mode()
+def sgd(model: nn.Module, lr: float, momentum: float, weight_decay: float = 0.0) -> torch.optim.SGD:
+    """The paper's optimiser for ``model``: SGD with momentum, as one fused kernel per step.
+
+    The fused update reads each tensor once instead of several times, and matches the per-tensor
+    update to float32 rounding (the tail of each tensor past its last full vector rounds differently).
+    """
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, fused=True)
+
+
 def error_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool = False) -> float:
     """Classification error of the deterministic test-time network (``model.eval()``) on ``x``, ``y``."""
     model.eval()
