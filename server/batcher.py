@@ -88,15 +88,28 @@ class _Queue:
     engine: Engine
     items: deque[_Request] = field(default_factory=deque)
     rows: int = 0
-    arrival: asyncio.Event = field(default_factory=asyncio.Event)
     consumer: asyncio.Task[None] | None = None
     flushing: bool = False
     """Set on shutdown: batches are formed at once, without waiting for batch-mates."""
+    _full: asyncio.Future[None] | None = None
+    """While :meth:`wait_full` waits: done once the batch is full (or the queue flushes)."""
+    _full_rows: int = 0
 
     def put(self, request: _Request) -> None:
         self.items.append(request)
         self.rows += request.rows
-        self.arrival.set()
+        if self.rows >= self._full_rows:
+            self.wake()
+
+    def flush(self) -> None:
+        """Form batches at once from now on."""
+        self.flushing = True
+        self.wake()
+
+    def wake(self) -> None:
+        """End :meth:`wait_full`, if it waits."""
+        if self._full is not None and not self._full.done():
+            self._full.set_result(None)
 
     def discard(self, request: _Request) -> None:
         if request in self.items:
@@ -119,17 +132,23 @@ class _Queue:
         return batch
 
     async def wait_full(self, max_rows: int, delay: float) -> None:
-        """Return once ``max_rows`` rows wait or the oldest request has waited ``delay`` seconds."""
+        """Return once ``max_rows`` rows wait or the oldest request has waited ``delay`` seconds.
+
+        One future and one timer per batch, not per arrival: :meth:`put` ends the wait when the rows suffice.
+        """
+        if not self.items or self.rows >= max_rows or self.flushing:
+            return
         loop = asyncio.get_running_loop()
-        while self.items and self.rows < max_rows and not self.flushing:
-            timeout = self.items[0].arrived + delay - loop.time()
-            if timeout <= 0:
-                return
-            self.arrival.clear()
-            try:
-                await asyncio.wait_for(self.arrival.wait(), timeout)
-            except asyncio.TimeoutError:
-                return
+        deadline = self.items[0].arrived + delay
+        if deadline <= loop.time():
+            return
+        self._full, self._full_rows = loop.create_future(), max_rows
+        timer = loop.call_at(deadline, self.wake)
+        try:
+            await self._full
+        finally:
+            timer.cancel()
+            self._full, self._full_rows = None, 0
 
 
 def run_batch(engine: Engine, spec: RunSpec, batch: list[_Request]) -> list[Outputs]:
@@ -284,8 +303,7 @@ class Batcher:
         """Refuse new requests, run every queued batch now and let running ones finish, then stop the workers."""
         self._closed = True
         for queue in self._queues.values():
-            queue.flushing = True
-            queue.arrival.set()
+            queue.flush()
         while self._queues or self._running:
             consumers = [queue.consumer for queue in self._queues.values() if queue.consumer is not None]
             await asyncio.gather(*consumers, *self._running, return_exceptions=True)
