@@ -1,7 +1,8 @@
-"""A closed-loop Open Inference Protocol load: N coroutines of tritonclient.grpc.aio on one channel.
+"""A closed-loop Open Inference Protocol load: N coroutines of tritonclient.grpc.aio on one channel (or several).
 
 Each coroutine sends one ModelInfer of the same FP32 input, waits for the answer and sends the
-next. The first ``warmup_s`` seconds are not recorded; a request counts towards the latencies when
+next. With ``channels`` > 1 the coroutines take turns over that many channels, each its own TCP
+connection (no subchannel shared), as separate clients would. The first ``warmup_s`` seconds are not recorded; a request counts towards the latencies when
 it starts inside the measured window and towards throughput when it completes inside it, and
 ``probe`` (CPU counters) is read at both ends of the window.
 """
@@ -49,15 +50,17 @@ def _infer_input(x: np.ndarray) -> InferInput:
 
 
 async def _closed_loop(target: str, model: str, x: np.ndarray, concurrency: int, seconds: float, warmup_s: float,
-                       parameters: Parameters, probe: Probe) -> Window:
+                       parameters: Parameters, probe: Probe, channels: int) -> Window:
     window = Window(seconds=seconds)
     inputs, outputs = [_infer_input(x)], [InferRequestedOutput(OUTPUT)]
     sequence = iter(range(1 << 62))
     begin = time.perf_counter() + warmup_s
     end = begin + seconds
-    async with triton_aio.InferenceServerClient(target) as client:
+    args = [("grpc.use_local_subchannel_pool", 1)] if channels > 1 else None
+    clients = [triton_aio.InferenceServerClient(target, channel_args=args) for _ in range(channels)]
+    try:
 
-        async def sender() -> None:
+        async def sender(client: triton_aio.InferenceServerClient) -> None:
             while (started := time.perf_counter()) < end:
                 try:
                     await client.infer(model, inputs, outputs=outputs, parameters=parameters(next(sequence)))
@@ -78,14 +81,18 @@ async def _closed_loop(target: str, model: str, x: np.ndarray, concurrency: int,
             after = probe()
             window.increase = {name: after[name] - before[name] for name in before}
 
-        await asyncio.gather(prober(), *(sender() for _ in range(concurrency)))
+        await asyncio.gather(prober(), *(sender(clients[index % channels]) for index in range(concurrency)))
+    finally:
+        for client in clients:
+            await client.close()
     return window
 
 
 def closed_loop(target: str, model: str, x: np.ndarray, concurrency: int, seconds: float, warmup_s: float,
-                parameters: Parameters, probe: Probe) -> Window:
-    """Load ``model`` at ``target`` (host:port) with ``concurrency`` coroutines on one channel; see the module doc."""
-    return asyncio.run(_closed_loop(target, model, x, concurrency, seconds, warmup_s, parameters, probe))
+                parameters: Parameters, probe: Probe, channels: int = 1) -> Window:
+    """Load ``model`` at ``target`` (host:port) with ``concurrency`` coroutines on ``channels`` channels; see the
+    module doc."""
+    return asyncio.run(_closed_loop(target, model, x, concurrency, seconds, warmup_s, parameters, probe, channels))
 
 
 async def _wait_ready(target: str, model: str, x: np.ndarray, deadline: float, alive: Callable[[], bool]) -> None:

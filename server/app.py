@@ -137,7 +137,7 @@ class GrpcServer:
             options=[
                 ("grpc.max_send_message_length", limit),
                 ("grpc.max_receive_message_length", limit),
-                ("grpc.so_reuseport", 0),  # a port in use is an error, not silently shared
+                ("grpc.so_reuseport", int(self.settings.reuse_port)),  # off: a port in use is an error, not shared
             ],
         )
         add_service(server, PredictorServicer(self.dataplane), v1_grpc.add_PredictorServicer_to_server)

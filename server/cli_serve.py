@@ -45,11 +45,23 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until SIGTERM/SIGINT, then drain; the exit code is 0 after a stop, even one that cut requests."""
+    """Serve until SIGTERM/SIGINT, then drain; the exit code is 0 after a stop, even one that cut requests.
+
+    With ``--workers N`` (N > 1) this process supervises N serving processes (:mod:`dropnet.server.workers`).
+    """
+    settings = settings_from_args(args)
+    if settings.workers > 1:
+        from dropnet.server.workers import supervise
+
+        return supervise(settings)
+    return serve_here(settings)
+
+
+def serve_here(settings: ServerSettings) -> int:
+    """Serve in this process until SIGTERM/SIGINT, then drain; 0 (see :func:`run`)."""
     from dropnet.server.memory import return_freed_memory
 
     return_freed_memory()
-    settings = settings_from_args(args)
     with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
         finished = runner.run(serve(settings))
     if not finished:

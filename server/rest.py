@@ -264,7 +264,7 @@ class RestServer:
         await runner.setup()
         host, port = self.settings.host, self.settings.http_port
         try:
-            await web.TCPSite(runner, host, port, ssl_context=context, reuse_port=False).start()
+            await web.TCPSite(runner, host, port, ssl_context=context, reuse_port=self.settings.reuse_port).start()
         except OSError as exc:
             await runner.cleanup()
             raise ConfigError(f"cannot listen on {host}:{port} for REST ({exc.strerror or exc}); expected a free "

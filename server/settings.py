@@ -31,7 +31,11 @@ class ServerSettings(Settings):
     port: Port = 50051
     """gRPC port; 0 picks a free one (the bound port is logged and returned)."""
     metrics_port: Port | None = None
-    """HTTP port for Prometheus metrics; None disables the endpoint, 0 picks a free one."""
+    """HTTP port for Prometheus metrics; None disables the endpoint, 0 picks a free one. With --workers N, worker i serves its own metrics on this port + i (0: each on a free port)."""
+    workers: int = Field(1, ge=1)
+    """Server processes sharing the gRPC (and REST) port with SO_REUSEPORT (Linux): each loads every model, and the kernel spreads new connections across them; 1 serves in this process."""
+    reuse_port: bool = False
+    """Bind the ports with SO_REUSEPORT, so that other processes of the same user may serve them too (--workers sets it for its workers); off, a port in use is an error."""
     http_port: Port | None = None
     """HTTP port of the KServe v2 / Open Inference Protocol REST API, served beside gRPC by the same process; None (default) disables it, 0 picks a free one."""
     device: Device = "auto"
@@ -86,11 +90,12 @@ class ServerSettings(Settings):
     @property
     def session_threads(self) -> int:
         """Intra-op threads of each onnxruntime session: ``intra_op_threads``, or the usable CPU cores divided
-        among the worker threads of both modes, ``inference_workers`` + ``mc_workers`` (at least 1), so that
-        deterministic and MC runs at the same time do not oversubscribe them."""
+        among the server processes and the worker threads of both modes in each, ``workers`` ×
+        (``inference_workers`` + ``mc_workers``) (at least 1), so that runs at the same time do not
+        oversubscribe them."""
         if self.intra_op_threads is not None:
             return self.intra_op_threads
-        return max(1, _usable_cpus() // (self.inference_workers + self.mc_workers))
+        return max(1, _usable_cpus() // (self.workers * (self.inference_workers + self.mc_workers)))
 
     @model_validator(mode="after")
     def _tls_files_go_together(self) -> ServerSettings:

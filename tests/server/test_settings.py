@@ -35,7 +35,8 @@ MODELS = Path("models")
         ("host", None, r"host must be a string, got None"),
         ("batching", "yes", r"batching must be a bool \(true or false\), got 'yes'"),
         ("models_dir", 7, r"models_dir must be a path, got 7"),
-        ("workers", 2, r"unknown key\(s\) \['workers'\] in the config; expected \['batching', "),
+        ("workers", 0, r"workers must be an int >= 1, got 0"),
+        ("worker_threads", 2, r"unknown key\(s\) \['worker_threads'\] in the config; expected \['batching', "),
     ],
 )
 def test_each_field_of_a_wrong_type_or_out_of_range_is_a_config_error(field: str, value: Any, message: str) -> None:
@@ -74,3 +75,4 @@ def test_session_threads_default_shares_the_cores_among_the_workers() -> None:
     assert ServerSettings(models_dir=MODELS, inference_workers=2).session_threads == max(1, cores // 3)
     assert ServerSettings(models_dir=MODELS, inference_workers=1, mc_workers=3).session_threads == max(1, cores // 4)
     assert ServerSettings(models_dir=MODELS, inference_workers=cores + 1).session_threads == 1
+    assert ServerSettings(models_dir=MODELS, workers=2, inference_workers=1).session_threads == max(1, cores // 4)
