@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/performance_md.py        # rewrites README.md between the two markers
 
 Reads ``benchmarks/results/``: ``train_throughput.json``, ``inference.json``,
-``server_vs_mlserver.json``, ``server_vs_minimal_c1.json`` (the same script, ``--servers minimal,dropnet
+``server_vs_mlserver.json`` (and ``server_vs_mlserver_previous.json``, the run before it, kept so that
+the spread between runs shows), ``server_vs_minimal_c1.json`` (the same script, ``--servers minimal,dropnet
 --concurrency 1``) and ``serve_workers.json``, as their scripts last wrote them, and
 replaces what lies between :data:`BEGIN` and :data:`END` in the README. Nothing in that part is
 typed by hand; the text around it explains the figures.
@@ -110,6 +111,13 @@ def server_table(run: dict[str, Any]) -> list[str]:
     return [*lines, "", "Issue 9's targets in this run:", "", *_targets(run)]
 
 
+def previous_run(run: dict[str, Any]) -> list[str]:
+    """The verdicts of the run before, in one line: how much they move from run to run."""
+    met = [t["name"] for t in run["targets"] if t["met"]]
+    return [f"The run before ({run['created']}, same script and code) met {len(met)} of {len(run['targets'])}: "
+            + "; ".join(met) + ". Its figures are in `benchmarks/results/server_vs_mlserver_previous.json`."]
+
+
 def minimal_pair(run: dict[str, Any]) -> list[str]:
     """Concurrency 1 against the minimal server alone: more rounds, less time for the machine to drift."""
     cells = {c["server"]: c for c in run["cells"] if c["mode"] == "deterministic" and c["concurrency"] == 1}
@@ -139,6 +147,8 @@ def render(results: Path) -> str:
         ["", "#### The server against MLServer (`benchmarks/server_vs_mlserver.py`)", ""],
         server_table(_load("server_vs_mlserver", results)),
         [""],
+        *([previous_run(_load("server_vs_mlserver_previous", results)), [""]]
+          if (results / "server_vs_mlserver_previous.json").exists() else []),
         minimal_pair(_load("server_vs_minimal_c1", results)),
         ["", "#### Server processes (`benchmarks/serve_workers.py`)", ""],
         workers_line(_load("serve_workers", results)),
