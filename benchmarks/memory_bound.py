@@ -9,7 +9,7 @@ server's default ``--max-request-cost-bytes`` admits (rows × T × the manifest'
 is sent, with a seed. The server's resident memory is read from ``/proc/PID/status``: VmRSS after
 the warm-up (baseline), VmHWM after the request (peak) and VmRSS after it (kept). Configurations:
 
-- ``chunked``: the server's defaults (``--mc-chunk-bytes`` 256 MiB);
+- ``chunked``: the server's defaults (``--mc-chunk-bytes``, 64 MiB);
 - ``unchunked``: ``--mc-chunk-bytes`` above the request's cost, so all T samples run at once,
   which is how every MC request ran before chunking.
 

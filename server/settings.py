@@ -70,7 +70,7 @@ class ServerSettings(Settings):
     """On SIGTERM/SIGINT, how long in-flight requests may take to finish; those still running then are cancelled (UNAVAILABLE)."""
     max_request_cost_bytes: int = Field(2 * 1024**3, ge=1)
     """Most one request may cost: rows × max(T, 1) × the model's activation bytes per row and sample (from its manifest)."""
-    mc_chunk_bytes: int = Field(256 * 1024**2, ge=1)
+    mc_chunk_bytes: int = Field(64 * 1024**2, ge=1)
     """Peak activation memory of one MC run: T is split into chunks of samples so that rows × chunk × bytes per sample stays under it."""
     mc_workers: int = Field(1, ge=1)
     """Worker threads that run MC batches, apart from the --inference-workers that run deterministic ones and at a lower CPU priority (Linux), so a long MC request never holds up a deterministic one."""
