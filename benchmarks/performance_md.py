@@ -127,7 +127,8 @@ def server_table(run: dict[str, Any]) -> list[str]:
 def previous_run(run: dict[str, Any]) -> list[str]:
     """The verdicts of the run before, in one line: how much they move from run to run."""
     met = [t["name"] for t in run["targets"] if t["met"]]
-    return [f"The run before ({run['created']}, same script and code) met {len(met)} of {len(run['targets'])}: "
+    commit = run["versions"].get("source_commit", "not recorded")
+    return [f"The run before ({run['created']}, commit {commit}) met {len(met)} of {len(run['targets'])}: "
             + "; ".join(met) + ". Its figures are in `benchmarks/results/server_vs_mlserver_previous.json`."]
 
 

@@ -60,7 +60,7 @@ sys.path.insert(0, str(REPO))  # ahead of benchmarks/, whose server.py would sha
 from benchmarks import mlserver_env  # noqa: E402
 from benchmarks._common import MNIST_SPEC, PAPER_NET_DESCRIPTION, paper_package  # noqa: E402
 from benchmarks._measure import machine_cpu_seconds, percentiles_ms, tree_cpu_seconds  # noqa: E402
-from benchmarks.machine import cpu_model  # noqa: E402
+from benchmarks.machine import cpu_model, source_commit  # noqa: E402
 from benchmarks.oip_load import Window, closed_loop, wait_ready  # noqa: E402
 from dropnet.core.fileio import atomic_write_json  # noqa: E402
 from dropnet.server.process import ServeProcess, serve_command  # noqa: E402
@@ -335,7 +335,7 @@ def versions(mlserver: dict[str, Any] | None) -> dict[str, Any]:
     """The versions behind the figures: this interpreter's packages, and the MLServer venv's."""
     ours = {name: importlib.metadata.version(name) for name in ("dropnet", "grpcio", "tritonclient", "numpy")}
     return {"python": platform.python_version(), "onnxruntime": ort.__version__, **ours,
-            "mlserver_venv": mlserver}
+            "source_commit": source_commit(REPO), "mlserver_venv": mlserver}
 
 
 # --- the run ------------------------------------------------------------------------------------
