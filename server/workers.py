@@ -4,7 +4,7 @@ Python serves a request on one core at a time, whatever the machine has; several
 a whole ``dropnet serve`` with its own models, event loop and metrics, use several. They bind the
 same gRPC (and REST) port with SO_REUSEPORT, and Linux spreads new connections across them (a
 connection stays with the process that accepted it, so one client channel is served by one
-worker). The supervisor holds the port from before the workers start until they have all exited,
+worker). The supervisor holds the ports from before the workers start until they have all exited,
 so that port 0 resolves to one free port for all of them and a port taken by another program is
 refused up front (exit 2).
 
@@ -20,6 +20,7 @@ restarts the whole server.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -48,22 +49,28 @@ def supervise(settings: ServerSettings) -> int:
     if not sys.platform.startswith("linux") or not hasattr(socket, "SO_REUSEPORT"):
         raise ConfigError(f"--workers {settings.workers} needs Linux, where SO_REUSEPORT spreads connections across "
                           "processes; expected --workers 1 on this platform")
-    with _reserve(settings.host, settings.port) as reserved:
-        port = reserved.getsockname()[1]
-        workers = [_start(settings, port, index) for index in range(settings.workers)]
-        log.info("started %d workers on port %d: pids %s", len(workers), port, " ".join(str(w.pid) for w in workers))
+    with contextlib.ExitStack() as held:
+        port = held.enter_context(_reserve(settings.host, settings.port)).getsockname()[1]
+        http_port = None
+        if settings.http_port is not None:
+            http_port = held.enter_context(_reserve(settings.host, settings.http_port)).getsockname()[1]
+        workers = [_start(settings, port, http_port, index) for index in range(settings.workers)]
+        log.info("started %d workers on port %d%s: pids %s", len(workers), port,
+                 "" if http_port is None else f" (REST {http_port})", " ".join(str(w.pid) for w in workers))
         return _wait(workers)
 
 
-def worker_settings(settings: ServerSettings, port: int, index: int) -> ServerSettings:
-    """The settings of worker ``index``: the shared port (with SO_REUSEPORT) and its own metrics port."""
+def worker_settings(settings: ServerSettings, port: int, index: int, http_port: int | None = None) -> ServerSettings:
+    """The settings of worker ``index``: the shared ports (SO_REUSEPORT; gRPC, and REST if on) and its own metrics
+    port."""
     metrics_port = settings.metrics_port
     if metrics_port:
         metrics_port += index
         if metrics_port > 65535:
             raise ConfigError(f"--metrics-port {settings.metrics_port} with --workers {settings.workers}: worker {index} "
                               f"would serve metrics on port {metrics_port}; expected a port ≤ {65536 - settings.workers}")
-    return ServerSettings.from_dict({**settings.to_dict(), "port": port, "reuse_port": True, "metrics_port": metrics_port})
+    shared = {"port": port, "reuse_port": True, "metrics_port": metrics_port, "http_port": http_port}
+    return ServerSettings.from_dict({**settings.to_dict(), **shared})
 
 
 class _reserve:
@@ -93,9 +100,10 @@ class _reserve:
         self._socket.close()
 
 
-def _start(settings: ServerSettings, port: int, index: int) -> subprocess.Popen[bytes]:
+def _start(settings: ServerSettings, port: int, http_port: int | None, index: int) -> subprocess.Popen[bytes]:
     environment = {
-        **os.environ, SETTINGS_ENV: worker_settings(settings, port, index).model_dump_json(), WORKER_ENV: str(index),
+        **os.environ, SETTINGS_ENV: worker_settings(settings, port, index, http_port).model_dump_json(),
+        WORKER_ENV: str(index),
     }
     return subprocess.Popen(
         [sys.executable, "-m", "dropnet.server.worker_main"], env=environment, process_group=0,

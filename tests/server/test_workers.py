@@ -47,32 +47,36 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _start(tiny_package: Path, tmp_path: Path, workers: int = 2) -> tuple[ServeProcess, str, list[str], list[int]]:
-    """A supervised server: the process, the shared host:port, each worker's metrics URL and the worker pids."""
+def _start(tiny_package: Path, tmp_path: Path, workers: int = 2) -> tuple[ServeProcess, str, str, list[str], list[int]]:
+    """A supervised server: the process, the shared gRPC host:port and REST URL, each worker's metrics URL and the
+    worker pids."""
     serve = ServeProcess([
-        "--models", str(models_dir_with(tiny_package, tmp_path)), "--port", "0", "--metrics-port", "0",
-        "--device", "cpu", "--reload-interval", "0", "--workers", str(workers),
+        "--models", str(models_dir_with(tiny_package, tmp_path)), "--port", "0", "--http-port", "0",
+        "--metrics-port", "0", "--device", "cpu", "--reload-interval", "0", "--workers", str(workers),
     ])
-    pids = [int(pid) for pid in serve.wait_for(r"started \d+ workers on port \d+: pids ([\d ]+)$").group(1).split()]
-    targets, metrics = set(), []
+    pids = [int(pid) for pid in serve.wait_for(r"started \d+ workers on port \d+ \(REST \d+\): pids ([\d ]+)$").group(1).split()]
+    targets, rest, metrics = set(), set(), []
     for index in range(workers):
         metrics.append(serve.wait_for(rf"worker-{index} \S+: metrics at (http://\S+/metrics)").group(1))
+        rest.add(serve.wait_for(rf"worker-{index} \S+: REST on (http://\S+:\d+)$").group(1))
         targets.add(serve.wait_for(rf"worker-{index} \S+: serving on (\S+:\d+)$").group(1))
-    assert len(targets) == 1  # one port for all
-    return serve, targets.pop(), metrics, pids
+    assert len(targets) == 1 and len(rest) == 1  # one gRPC port and one REST port for all
+    return serve, targets.pop(), rest.pop(), metrics, pids
 
 
 @pytest.mark.slow
 def test_workers_share_one_port_connections_spread_and_sigint_stops_them_all(tiny_package: Path, tmp_path: Path) -> None:
-    serve, target, metrics, pids = _start(tiny_package, tmp_path)
+    serve, target, rest, metrics, pids = _start(tiny_package, tmp_path)
     try:
+        with urllib.request.urlopen(f"{rest}/v2/models/{MODEL}/ready", timeout=60) as ready:
+            assert ready.status == 200
         for _ in range(CONNECTIONS):
             # a new TCP connection each time: no subchannel shared with the previous channel
             with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
                 answer = oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer(_infer_request(), timeout=60)
                 assert "probabilities" in [output.name for output in answer.outputs]
         served = [_requests_served(url) for url in metrics]
-        assert sum(served) == CONNECTIONS and min(served) > 0, served
+        assert sum(served) == CONNECTIONS and min(served) > 0, served  # the REST check is not an inference
         serve.process.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C would: workers get it once, from the supervisor
         assert serve.process.wait(timeout=120) == 0
         assert not any(_alive(pid) for pid in pids)
@@ -87,7 +91,7 @@ def test_workers_share_one_port_connections_spread_and_sigint_stops_them_all(tin
 def test_a_worker_that_dies_stops_the_others_and_the_supervisor_exits_with_its_code(
     tiny_package: Path, tmp_path: Path
 ) -> None:
-    serve, _, _, pids = _start(tiny_package, tmp_path)
+    serve, _, _, _, pids = _start(tiny_package, tmp_path)
     try:
         os.kill(pids[1], signal.SIGKILL)
         assert serve.process.wait(timeout=120) == 128 + signal.SIGKILL
@@ -112,7 +116,8 @@ def test_a_port_taken_by_another_program_exits_2_before_any_worker_starts(
 def test_worker_settings_share_the_port_and_offset_the_metrics_port(tmp_path: Path) -> None:
     settings = ServerSettings(models_dir=tmp_path, port=0, metrics_port=9100, workers=3)
     third = worker_settings(settings, 50123, 2)
-    assert (third.port, third.reuse_port, third.metrics_port, third.workers) == (50123, True, 9102, 3)
+    assert (third.port, third.reuse_port, third.metrics_port, third.workers, third.http_port) == (50123, True, 9102, 3, None)
+    assert worker_settings(settings.model_copy(update={"http_port": 0}), 50123, 2, http_port=50124).http_port == 50124
     assert worker_settings(settings.model_copy(update={"metrics_port": 0}), 50123, 2).metrics_port == 0
     assert worker_settings(settings.model_copy(update={"metrics_port": None}), 50123, 2).metrics_port is None
     with pytest.raises(ConfigError, match=r"worker 2 would serve metrics on port 65536; expected a port ≤ 65533"):
