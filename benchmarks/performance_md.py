@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/performance_md.py        # rewrites README.md between the two markers
 
 Reads ``benchmarks/results/``: ``train_throughput.json``, ``inference.json``,
-``server_vs_mlserver.json`` (and ``server_vs_mlserver_previous.json``, the run before it, kept so that
+``request_cpu.json``, ``server_vs_mlserver.json`` (and ``server_vs_mlserver_previous.json``, the run before it, kept so that
 the spread between runs shows), ``server_vs_minimal_c1.json`` (the same script, ``--servers minimal,dropnet
 --concurrency 1``) and ``serve_workers.json``, as their scripts last wrote them, and
 replaces what lies between :data:`BEGIN` and :data:`END` in the README. Nothing in that part is
@@ -142,6 +142,25 @@ def minimal_pair(run: dict[str, Any]) -> list[str]:
             *_targets(run)]
 
 
+def request_cpu_table(stages: dict[str, Any], server_run: dict[str, Any]) -> list[str]:
+    """Where one B=1 request's CPU goes in-process, and what is left for grpc.aio in the server run's c=1 figure."""
+    cpu = stages["cpu_us"]
+    inline_total = sum(value for name, value in cpu.items() if not name.startswith("thread hand-off"))
+    at_one = {c["server"]: c["server_cpu_ms"] * 1000 for c in server_run["cells"]
+              if c["mode"] == "deterministic" and c["concurrency"] == 1}
+    served, floor = at_one["dropnet"], at_one["minimal"]
+    ort = cpu["onnxruntime (inline)"]
+    lines = [f"In-process, per call ({stages['created']}, `{stages['command']}`):", "",
+             "| stage | CPU µs |", "|---|---|"]
+    lines += [f"| {name} | {value:.1f} |" for name, value in cpu.items()]
+    lines += ["", f"A lone request runs every stage but the hand-off: {inline_total:.0f} µs. The server run above measured "
+              f"{served:.0f} µs of server CPU per request at c=1 for `dropnet serve` and {floor:.0f} µs for the minimal "
+              f"server, which adds only protobuf to the onnxruntime run. So grpc.aio's per-call work and the event loop "
+              f"take roughly {served - inline_total:.0f} and {floor - ort:.0f} µs respectively. That is an estimate: the "
+              "in-process and served figures come from different runs."]
+    return lines
+
+
 def workers_line(run: dict[str, Any]) -> list[str]:
     """``--workers``: throughput of N processes against one, from ``serve_workers.py``."""
     summary = run["summary"]
@@ -164,6 +183,8 @@ def render(results: Path) -> str:
         *([previous_run(_load("server_vs_mlserver_previous", results)), [""]]
           if (results / "server_vs_mlserver_previous.json").exists() else []),
         minimal_pair(_load("server_vs_minimal_c1", results)),
+        ["", "#### Where one request's CPU goes (`benchmarks/request_cpu.py`)", ""],
+        request_cpu_table(_load("request_cpu", results), _load("server_vs_mlserver", results)),
         ["", "#### Server processes (`benchmarks/serve_workers.py`)", ""],
         workers_line(_load("serve_workers", results)),
     ]
