@@ -217,6 +217,9 @@ def _flat_values(what: str, data: Any, dims: tuple[int, ...]) -> list[Any]:
         if len(data) != count:
             raise InvalidInputError(f"{what} has {len(data)} values; expected {count} for shape {list(dims)}")
         return data
+    if not dims:
+        raise InvalidInputError(f"{what} has shape [] (one value) but nested arrays as data; expected a flat array "
+                                "of that one value")
     values: list[Any] = []
     _nested_values(what, data, dims, (), values)
     return values

@@ -261,6 +261,7 @@ BAD_REQUESTS: dict[str, tuple[bytes | dict[str, Any], dict[str, str], str]] = {
     "a negative dimension": (_input(shape=[-3, 1, 8, 8]), {}, "expected dimensions >= 0"),
     "too few values": (_input(data=[1.0, 2.0]), {}, "has 2 values; expected 192"),
     "ragged nesting": (_input(data=[[1.0]] * 3), {}, "data[0][0] is a JSON number; expected an array of 8 "),
+    "nested data for shape []": (_input(shape=[], data=[[]]), {}, "has shape [] (one value) but nested arrays"),
     "strings as values": (_input(data=["1"] * 192), {}, "holds JSON string values; expected numbers"),
     "floats for an integer datatype": (_input(datatype="INT64", data=[1.5] * 192), {}, "expected integers"),
     "an integer out of its datatype's range": (_input(datatype="UINT8", data=[300] * 192), {}, "in 0..255"),
