@@ -22,8 +22,9 @@ candidate alike. The load generator runs on the same cores as the servers, so ev
 pays for the client's CPU too; each cell reports the CPU time per request of server and client
 (Linux /proc) and how many cores other processes kept busy meanwhile.
 
-Prints every cell (p50, p99, req/s) and the derived comparisons with their targets, and writes
-``benchmarks/results/server.json``. Exit status 1 when a comparison misses even its floor.
+Prints every cell (p50, p99, req/s) and the derived comparisons with issue 4's targets (and floor, where
+it gave one), and writes ``benchmarks/results/server.json``. The exit status does not depend on them.
+The comparison with MLServer is ``benchmarks/server_vs_mlserver.py``, measured in the same run.
 """
 
 from __future__ import annotations
@@ -62,11 +63,6 @@ MODEL = "paper-mlp"
 MC_SAMPLES = 50
 MODES = ("deterministic", "mc")
 RESULTS = REPO / "benchmarks" / "results" / "server.json"
-PEER = "Seldon MLServer 1.7.1"
-PEER_OVERHEAD_MS = (2.5, 4.3)
-"""p50 latency the peer adds over in-process inference at concurrency 1 (its own measurement)."""
-PEER_THROUGHPUT_RPS = (273.0, 529.0)
-"""The peer's throughput at concurrency 32 under a tritonclient load (its own measurement, another machine)."""
 WARMUP_S = 0.2
 """Unrecorded closed-loop time at the start of every segment, so queues and sessions are in steady state."""
 
@@ -236,21 +232,21 @@ class Cell:
 
 @dataclass
 class Comparison:
-    """A derived number with its target and floor."""
+    """A derived number with its target and, where the issue gave one, its floor."""
 
     name: str
     value: float
     unit: str
     target: float
-    floor: float
+    floor: float | None
     below: bool
     """Whether smaller is better."""
     result: str = ""
     """"pass" (meets the target), "floor" (meets the floor only) or "FAIL"."""
 
     def __post_init__(self) -> None:
-        def meets(bound: float) -> bool:
-            return self.value <= bound if self.below else self.value >= bound
+        def meets(bound: float | None) -> bool:
+            return bound is not None and (self.value <= bound if self.below else self.value >= bound)
         self.result = "pass" if meets(self.target) else "floor" if meets(self.floor) else "FAIL"
 
 
@@ -271,21 +267,22 @@ def summarise(key: Key, samples: Samples, server_index: int | None) -> Cell:
 
 
 def compare(cells: dict[Key, Cell], top: int) -> list[Comparison]:
-    """Overhead over in-process at concurrency 1; batching speedup and peer throughput at concurrency ``top``."""
+    """Overhead over in-process at concurrency 1 and batching speedup at concurrency ``top``: issue 4's targets.
+
+    Peers are compared in ``benchmarks/server_vs_mlserver.py``, measured in the same run; figures a peer
+    measured elsewhere are no baseline.
+    """
     comparisons = [
         Comparison(
             f"p50 overhead over in-process, c=1, {_label(mode)}, batching {_on(batching)}",
             round(cells[("kserve", mode, batching, 1)].p50_ms - cells[("in-process", mode, None, 1)].p50_ms, 3),
-            "ms", target=1.0, floor=round(PEER_OVERHEAD_MS[1] / 3, 2), below=True,
+            "ms", target=1.0, floor=None, below=True,
         )
         for mode in MODES for batching in (False, True)
     ]
     on, off = (cells[("kserve", "deterministic", batching, top)].throughput_rps for batching in (True, False))
     comparisons.append(Comparison(f"throughput batching on / off, c={top}, deterministic", round(on / off, 2), "x",
                                   target=3.0, floor=2.0, below=False))
-    comparisons.append(Comparison(f"throughput c={top}, deterministic, best of batching on/off", max(on, off),
-                                  "req/s", target=2 * PEER_THROUGHPUT_RPS[1], floor=2 * PEER_THROUGHPUT_RPS[0],
-                                  below=False))
     return comparisons
 
 
@@ -314,7 +311,7 @@ def print_report(cells: list[Cell], comparisons: list[Comparison], flags: dict[s
     print(f"\n{'comparison'.ljust(width)}  {'value':>8}  {'target':>13}  {'floor':>13}  result")
     for c in comparisons:
         sign = "<=" if c.below else ">="
-        target, floor = (f"{sign} {bound:g} {c.unit}" for bound in (c.target, c.floor))
+        target, floor = ("-" if bound is None else f"{sign} {bound:g} {c.unit}" for bound in (c.target, c.floor))
         print(f"{c.name.ljust(width)}  {c.value:8.3f}  {target:>13}  {floor:>13}  {c.result}")
 
 
@@ -393,7 +390,7 @@ def measure(args: argparse.Namespace, concurrencies: list[int],
             for key, value in samples.items()}
 
 
-def main() -> int:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per cell (default: 6)")
     parser.add_argument("--rounds", type=int, default=4, help="segments each cell's time is split into (default: 4)")
@@ -432,13 +429,11 @@ def main() -> int:
                          "after": [round(v, 2) for v in os.getloadavg()]},
         "cpu_count": os.cpu_count(),
         "versions": {"onnxruntime": ort.__version__, "grpcio": grpc.__version__, "python": platform.python_version()},
-        "peer": {"name": PEER, "p50_overhead_ms": PEER_OVERHEAD_MS, "throughput_rps_c32": PEER_THROUGHPUT_RPS},
         "cells": [asdict(c) for c in table],
         "comparisons": [asdict(c) for c in comparisons],
     }, indent=2) + "\n")
     print(f"\nwrote {args.out}")
-    return 1 if any(c.result == "FAIL" for c in comparisons) else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
