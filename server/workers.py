@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 from dropnet.core.errors import ConfigError
 from dropnet.server.settings import ServerSettings
@@ -73,31 +74,20 @@ def worker_settings(settings: ServerSettings, port: int, index: int, http_port: 
     return ServerSettings.from_dict({**settings.to_dict(), **shared})
 
 
-class _reserve:
+@contextlib.contextmanager
+def _reserve(host: str, port: int) -> Iterator[socket.socket]:
     """A socket bound to ``host:port`` with SO_REUSEPORT but not listening: it holds the port for the workers."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._host, self._port = host, port
-        self._socket: socket.socket | None = None
-
-    def __enter__(self) -> socket.socket:
+    with contextlib.ExitStack() as stack:
         try:
-            family, kind, proto, _, address = socket.getaddrinfo(
-                self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )[0]
-            self._socket = socket.socket(family, kind, proto)
-            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            self._socket.bind(address)
+            family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                                 flags=socket.AI_PASSIVE)[0]
+            held = stack.enter_context(socket.socket(family, kind, proto))
+            held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            held.bind(address)
         except OSError as exc:
-            if self._socket is not None:
-                self._socket.close()
-            raise ConfigError(f"cannot listen on {self._host}:{self._port} ({exc.strerror or exc}); expected a free "
-                              "port on a local interface") from None
-        return self._socket
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._socket is not None
-        self._socket.close()
+            raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); expected a free port on a "
+                              "local interface") from None
+        yield held
 
 
 def _start(settings: ServerSettings, port: int, http_port: int | None, index: int) -> subprocess.Popen[bytes]:
